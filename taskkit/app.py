@@ -1,0 +1,158 @@
+"""create_app(): the Celery app with taskkit's reliable defaults.
+
+`celery -A taskkit.app worker` and `celery -A taskkit.app beat` work as usual: the module
+builds its default app from taskkit.toml and TASKKIT_* on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from . import logs
+from .config import PRIORITIES, ConfigError, Settings, load_settings
+from .errors import UnknownTask
+from .keys import Keys
+from .topology import DEFAULT_QUEUE, Topology
+
+log = logging.getLogger(__name__)
+
+BUILTIN_TASK_MODULES = ("taskkit.tasks.ops", "taskkit.tasks.science")
+PUBLISH_RETRIES = 1  # one quick retry on a dropped connection, then a clear error
+
+
+class TaskkitApp(Celery):
+    """A Celery app that also carries taskkit's settings, topology and key names."""
+
+    settings: Settings
+    topology: Topology
+    keys: Keys
+
+    def task_named(self, name: str) -> Any:
+        """The registered task `name`, after importing the configured task modules."""
+        if not getattr(self, "_taskkit_imported", False):
+            for module in self.conf.imports:
+                try:
+                    importlib.import_module(module)
+                except ImportError as exc:
+                    raise ConfigError("imports", module, f"an importable module ({exc})") from None
+            self._taskkit_imported = True
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(name, user_tasks(self)) from None
+
+
+def user_tasks(app: Celery) -> list[str]:
+    return sorted(n for n in app.tasks if not n.startswith("celery."))
+
+
+def celery_config(s: Settings) -> dict[str, Any]:
+    """Celery settings from taskkit settings; `[celery]` in taskkit.toml has the last word."""
+    timeout = s.broker.timeout
+    conf: dict[str, Any] = {
+        "broker_url": s.broker_url,
+        "result_backend": s.result_url,
+        # JSON only: a pickled message can run code on the worker.
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        # At-least-once: ack after the task ran; a lost worker puts its task back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,  # a worker holds one message per free process
+        "broker_transport_options": {
+            # Longer than any time limit, retry delay or countdown (checked at load and on
+            # submit), or Redis redelivers a message that is still being worked on.
+            "visibility_timeout": s.broker.visibility_timeout,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(PRIORITIES),
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "socket_keepalive": True,
+        },
+        "broker_connection_timeout": timeout,
+        "broker_connection_retry_on_startup": True,  # a worker waits for Redis to come up
+        "task_publish_retry_policy": {"max_retries": PUBLISH_RETRIES, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5},
+        "redis_socket_connect_timeout": timeout,
+        "redis_socket_timeout": timeout,
+        "result_backend_transport_options": {
+            "retry_policy": {"max_retries": PUBLISH_RETRIES, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+        },
+        "redis_backend_health_check_interval": 30,
+        "result_expires": s.broker.result_expires,
+        # What monitors and the run history need to see.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_extended": True,
+        # Topology
+        "task_queues": Topology(s).kombu_queues(),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_create_missing_queues": False,  # a typo in -Q or queue= fails instead of filling a dead list
+        "task_time_limit": s.limits.time_limit,
+        "task_soft_time_limit": s.limits.soft_time_limit,
+        "imports": (*BUILTIN_TASK_MODULES, *s.imports),
+        # Schedules live in Redis (celery-redbeat): editable at run time, one active beat.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": s.broker_url,
+        "redbeat_key_prefix": Keys(s.key_prefix).redbeat_prefix(),
+    }
+    if s.eager:
+        conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://", result_backend="cache+memory://")
+    for key, value in s.celery.items():  # merge option tables, replace the rest
+        both_tables = isinstance(value, dict) and isinstance(conf.get(key), dict)
+        conf[key] = {**conf[key], **value} if both_tables else value
+    return conf
+
+
+_eager_said = False
+
+
+def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> TaskkitApp:
+    """Build a taskkit Celery app from settings (default: taskkit.toml + TASKKIT_*)."""
+    global _eager_said
+    settings = settings or load_settings()
+    app = TaskkitApp(main, task_cls="taskkit.base:TaskkitTask")
+    app.settings = settings
+    app.topology = Topology(settings)
+    app.keys = Keys(settings.key_prefix)
+    app.conf.update(celery_config(settings))
+    app.conf.task_routes = (app.topology.route,)
+    if settings.eager and not _eager_said:
+        _eager_said = True
+        log.warning("taskkit: eager mode: tasks run in this process, without Redis or a worker")
+    return app
+
+
+def _install_logging(logger: logging.Logger, **_: Any) -> None:
+    from celery import current_app
+
+    fmt = getattr(current_app, "settings", None)
+    logs.install(logger, fmt.log.format if fmt else "text")
+
+
+after_setup_logger.connect(_install_logging, weak=False)
+after_setup_task_logger.connect(_install_logging, weak=False)
+
+_default: TaskkitApp | None = None
+
+
+def get_app() -> TaskkitApp:
+    """The process's default app, built on first use."""
+    global _default
+    if _default is None:
+        _default = create_app()
+    return _default
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A taskkit.app` looks up `app` (then `celery`) on this module.
+    if name in ("app", "celery"):
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,203 @@
+"""The Task base class: checks before anything is queued, retries with backoff, progress.
+
+Every task of a taskkit app gets this base (`task_cls`), so `@app.task`, `@shared_task`,
+`.delay()`, `.apply_async()` and `taskkit.submit()` all behave the same way.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import random
+import time
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, ClassVar
+
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry
+from celery.utils.dispatch import Signal
+from celery.utils.imports import symbol_by_name
+from kombu.exceptions import EncodeError
+
+from .broker import REDIS_ERRORS, check_reachable, unavailable
+from .config import PRIORITIES, ConfigError
+from .errors import InvalidArguments, InvalidOption, UnknownQueue
+from .topology import RetryPolicy
+
+PROGRESS = "PROGRESS"  # result state while a task reports progress
+PROGRESS_MIN_INTERVAL = 0.2  # seconds between progress writes; the last one always goes out
+
+#: Sent once when a task fails for good (retries exhausted, or an error it doesn't retry).
+#: Receivers get sender=task and task_id, exc, args, kwargs, einfo. Dead letters hook in here.
+final_failure = Signal(name="taskkit.final_failure")
+
+# Task-class attributes a task may declare, and the policy field each one sets.
+DECLARABLE = {
+    "queue": "queue",
+    "priority": "priority",
+    "retry_on": "on",
+    "max_retries": "max_retries",
+    "retry_backoff": "backoff",
+    "retry_backoff_max": "backoff_max",
+    "retry_jitter": "jitter",
+}
+_PASS_THROUGH = (Retry, Ignore, Reject)  # Celery's own control flow, never retried by us
+
+
+def backoff_delay(policy: RetryPolicy, retries: int) -> float:
+    """Seconds before retry number `retries` + 1: exponential, capped, with equal jitter.
+
+    Equal jitter keeps each delay within [d/2, d], so delays still grow attempt by attempt.
+    """
+    delay = min(policy.backoff_max, policy.backoff * 2**retries)
+    return random.uniform(delay / 2, delay) if policy.jitter else delay
+
+
+def _exception_name(exc: str | type[BaseException]) -> str:
+    if isinstance(exc, str):
+        return exc
+    return exc.__name__ if exc.__module__ == "builtins" else f"{exc.__module__}.{exc.__qualname__}"
+
+
+def resolve_exceptions(names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    out = []
+    for name in names:
+        try:
+            exc = getattr(builtins, name) if "." not in name else symbol_by_name(name)
+        except (AttributeError, ImportError, ValueError):
+            exc = None
+        if not (isinstance(exc, type) and issubclass(exc, BaseException)):
+            raise ConfigError("retry.on", name, "an exception class (a builtin name or module.Class)")
+        out.append(exc)
+    return tuple(out)
+
+
+class TaskkitTask(Task):
+    typing = False  # arguments are checked here, once, with a clear error (check_call)
+    retry_on: tuple[str | type[BaseException], ...] | None = None  # None: route rule or [retry]
+    taskkit_declared: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `@app.task(max_retries=5)` puts options into the new class's own namespace:
+        # remember which ones the task itself declared, so they beat route rules.
+        declared = {field: cls.__dict__[attr] for attr, field in DECLARABLE.items() if attr in cls.__dict__}
+        if declared.get("on") is not None:
+            declared["on"] = tuple(map(_exception_name, declared["on"]))
+        cls.taskkit_declared = {**cls.taskkit_declared, **declared}
+
+    def __init__(self) -> None:
+        super().__init__()
+        run = self.run
+
+        @wraps(run)
+        def run_with_retry(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return run(*args, **kwargs)
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                policy, retry_for = self._policy()
+                if not isinstance(exc, retry_for) or self.request.called_directly:
+                    raise
+                raise self.retry(exc=exc, countdown=backoff_delay(policy, self.request.retries)) from None
+
+        self.run = run_with_retry
+
+    # ------------------------------------------------------------ policy
+
+    def _policy(self) -> tuple[RetryPolicy, tuple[type[BaseException], ...]]:
+        cached = self.__dict__.get("_taskkit_policy")
+        if cached is None:
+            decision = self.app.topology.explain(self.name, self)
+            cached = decision.retry, resolve_exceptions(decision.retry.on)
+            self._taskkit_policy = cached
+            self.max_retries = decision.retry.max_retries  # what Celery's retry() enforces
+        return cached
+
+    # ------------------------------------------------------------ submitting
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any) -> Any:
+        self.check_call(args, kwargs, options)
+        self._policy()
+        if not self.app.conf.task_always_eager:
+            check_reachable(self.app)
+        try:
+            return super().apply_async(args, kwargs, task_id, **options)
+        except EncodeError as exc:
+            raise InvalidArguments(self.name, f"not JSON-serialisable ({exc})") from None
+        except (*REDIS_ERRORS, RuntimeError) as exc:
+            # Celery's result backend gives up on Redis with a RuntimeError caused by the
+            # connection error; anything else is a real bug and goes on up.
+            cause = exc if isinstance(exc, REDIS_ERRORS) else exc.__cause__
+            if not isinstance(cause, REDIS_ERRORS):
+                raise
+            raise unavailable(self.app, cause) from None
+
+    def check_call(self, args: Any, kwargs: Any, options: dict[str, Any]) -> None:
+        """Refuse a call that would fail or misbehave later; fills in the queue's priority."""
+        if args is not None and not isinstance(args, (list, tuple)):
+            raise InvalidArguments(self.name, f"args must be a list, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise InvalidArguments(self.name, f"kwargs must be an object, got {type(kwargs).__name__}")
+        try:
+            inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{inspect.signature(self.run)})") from None
+        queues = self.app.topology.queues
+        queue = options.get("queue")
+        if queue is not None:
+            queue_name = getattr(queue, "name", queue)
+            if queue_name not in queues:
+                raise UnknownQueue(queue_name, queues)
+            if options.get("priority") is None:
+                options["priority"] = queues[queue_name]
+        priority = options.get("priority")
+        if priority is not None and (isinstance(priority, bool) or priority not in PRIORITIES):
+            raise InvalidOption("priority", priority, "expected a whole number 0-9 (0 is the highest)")
+        self._check_delay(options)
+
+    def _check_delay(self, options: dict[str, Any]) -> None:
+        """A delay past the visibility timeout would make Redis hand the message out twice."""
+        countdown, eta = options.get("countdown"), options.get("eta")
+        if countdown is None and eta is None:
+            return
+        vt = self.app.settings.broker.visibility_timeout
+        if eta is not None:
+            if isinstance(eta, str):
+                eta = datetime.fromisoformat(eta)
+            if eta.tzinfo is None:
+                raise InvalidOption("eta", eta.isoformat(), "a naive time is ambiguous; give a time zone")
+            name, delay = "eta", (eta - datetime.now(UTC)).total_seconds()
+        else:
+            name, delay = "countdown", countdown
+        if delay >= vt:
+            raise InvalidOption(
+                name,
+                options[name],
+                f"{delay:.0f}s ahead is beyond broker.visibility_timeout ({vt:g}s): Redis would "
+                "deliver it twice. Use a schedule, or raise visibility_timeout",
+            )
+
+    # ------------------------------------------------------------ inside a run
+
+    def progress(self, done: float, total: float | None = None, **meta: Any) -> None:
+        """Report progress, readable as `AsyncResult(id).info` while the state is PROGRESS.
+
+        Writes are throttled to one per PROGRESS_MIN_INTERVAL; the final one (done == total)
+        always goes out.
+        """
+        request = self.request
+        if request.called_directly or not request.id:
+            return
+        now = time.monotonic()
+        if done != total and now - getattr(request, "taskkit_progress_at", 0.0) < PROGRESS_MIN_INTERVAL:
+            return
+        request.taskkit_progress_at = now
+        percent = round(100.0 * done / total, 1) if total else None
+        self.update_state(state=PROGRESS, meta={"done": done, "total": total, "percent": percent, **meta})
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # Celery calls on_failure only for a final failure: a retry goes to on_retry.
+        final_failure.send(sender=self, task_id=task_id, exc=exc, args=args, kwargs=kwargs, einfo=einfo)

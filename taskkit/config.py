@@ -1,0 +1,440 @@
+"""taskkit.toml + TASKKIT_* environment → one validated, immutable Settings object.
+
+Every value is checked when it is loaded; a bad one raises ConfigError naming the key,
+the value and what was expected. Secrets (Redis passwords) may come from the environment
+and are masked wherever settings are shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+ENV_PREFIX = "TASKKIT_"
+CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
+PASSWORD_ENV = "TASKKIT_BROKER_PASSWORD"  # put into URLs that carry none (deploy env files)
+DEFAULT_CONFIG_FILE = "taskkit.toml"
+
+PRIORITIES = range(10)  # Redis transport: 0 is the highest priority
+URL_SCHEMES = ("redis", "rediss", "sentinel")
+
+# Built-in queues and the priority a message gets when the caller names none.
+# Workers read priority levels before queues, so these also order work across queues.
+BUILTIN_QUEUES = {"critical": 0, "high": 3, "default": 5, "low": 8}
+DEFAULT_DEV_PORT = 6390  # not 6379: leave a system Redis on a laptop alone
+
+
+# ---------------------------------------------------------------- value kinds
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one config value is checked, and read from an environment string."""
+
+    expected: str
+    check: Callable[[Any], Any]  # returns the clean value or raises ValueError
+    from_text: Callable[[str], Any] = str
+
+
+def _typed(*types: type) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        # bool is an int in Python; a config that says `port = true` is still wrong
+        if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
+            raise ValueError
+        return v
+
+    return check
+
+
+def _non_negative(v: Any) -> Any:
+    if _typed(int)(v) < 0:
+        raise ValueError
+    return v
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(v: Any) -> float:
+    """ "90s", "15m", "2h", "7d", or a number of seconds → seconds (float, ≥ 0)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        seconds = float(v)
+    elif isinstance(v, str) and (m := _DURATION.match(v)):
+        seconds = float(m[1]) * _UNIT[m[2]]
+    else:
+        raise ValueError
+    if seconds < 0:
+        raise ValueError
+    return seconds
+
+
+def _url(v: Any) -> str:
+    if not isinstance(v, str) or urlsplit(v).scheme not in URL_SCHEMES:
+        raise ValueError
+    return v
+
+
+def _optional_url(v: Any) -> str:
+    return "" if v == "" else _url(v)
+
+
+def _str_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+        raise ValueError
+    return tuple(v)
+
+
+def _names(v: Any) -> tuple[str, ...]:
+    names = _str_list(v)
+    if not all(re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names):
+        raise ValueError
+    return names
+
+
+def _priority(v: Any) -> int:
+    if _typed(int)(v) not in PRIORITIES:
+        raise ValueError
+    return v
+
+
+def _port(v: Any) -> int:
+    if _typed(int)(v) not in range(1, 65536):
+        raise ValueError
+    return v
+
+
+def _choice(*allowed: str) -> Kind:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError
+        return v
+
+    return Kind(f"one of {', '.join(allowed)}", check)
+
+
+def _bool_text(s: str) -> bool:
+    low = s.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    return s  # type: ignore[return-value]  # left for check() to reject
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _number_text(s: str) -> Any:
+    try:
+        return int(s)
+    except ValueError:
+        return s
+
+
+STR = Kind("a string", _typed(str))
+BOOL = Kind("true or false", _typed(bool), _bool_text)
+COUNT = Kind("a whole number ≥ 0", _non_negative, _number_text)
+PORT = Kind("a port number 1-65535", _port, _number_text)
+DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
+URL = Kind(f"a URL starting with {', '.join(s + '://' for s in URL_SCHEMES)}", _url)
+OPTIONAL_URL = Kind(f"empty or {URL.expected}", _optional_url)
+NAMES = Kind("a list of dotted names", _names, _split)
+PRIORITY = Kind("a priority 0-9 (0 is the highest)", _priority, _number_text)
+
+
+def setting(default: Any, kind: Kind) -> Any:
+    return field(default=default, metadata={"kind": kind})
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str = setting("", URL)  # empty: the local dev stack on 127.0.0.1:[dev] port
+    result_url: str = setting("", OPTIONAL_URL)  # empty: same as url
+    timeout: float = setting(3.0, DURATION)  # seconds to wait for Redis to connect or answer
+    # Seconds before Redis hands an unacknowledged message to another worker. Must exceed
+    # the longest task time limit and any countdown, or a task runs twice.
+    visibility_timeout: float = setting(3600.0, DURATION)
+    result_expires: float = setting(86400.0, DURATION)  # seconds results stay in Redis
+
+    def __repr__(self) -> str:  # never show a password
+        return f"BrokerSettings(url={mask_url(self.url)!r}, result_url={mask_url(self.result_url)!r})"
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    time_limit: float = setting(1800.0, DURATION)  # hard kill after this many seconds
+    soft_time_limit: float = setting(1500.0, DURATION)  # SoftTimeLimitExceeded raised in the task
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """When a task raises one of `on`, retry with exponential backoff and equal jitter."""
+
+    on: tuple[str, ...] = setting(("ConnectionError", "TimeoutError"), NAMES)
+    max_retries: int = setting(3, COUNT)
+    backoff: float = setting(2.0, DURATION)  # first delay, seconds; doubles each attempt
+    backoff_max: float = setting(600.0, DURATION)  # cap on one delay, seconds
+    jitter: bool = setting(True, BOOL)  # delay in [d/2, d]: spreads a thundering herd
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    max_events: int = setting(1_000_000, COUNT)  # stream length cap (MAXLEN ~)
+    max_age: float = setting(7 * 86400.0, DURATION)  # seconds (MINID)
+    max_value_bytes: int = setting(4096, COUNT)  # args/kwargs longer than this are cut, marked
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    format: str = setting("text", _choice("text", "json"))
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    port: int = setting(DEFAULT_DEV_PORT, PORT)
+    dir: str = setting(".taskkit/dev", STR)  # data, logs and state of `taskkit dev`
+    concurrency: int = setting(2, COUNT)
+
+
+ROUTE_RETRY_KEYS = ("on", "max_retries", "backoff", "backoff_max", "jitter")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A routing rule: tasks whose name matches the glob get these options."""
+
+    match: str
+    queue: str | None = None
+    priority: int | None = None
+    retry: Mapping[str, Any] = field(default_factory=dict)  # subset of RetrySettings
+    index: int = 0  # position in the file, shown by `routes explain`
+
+
+@dataclass(frozen=True)
+class Settings:
+    key_prefix: str = setting("taskkit", STR)  # every Redis key taskkit owns starts with it
+    imports: tuple[str, ...] = setting((), NAMES)  # the team's task modules
+    eager: bool = setting(False, BOOL)  # run tasks in-process, no Redis: a laptop fallback
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
+    queues: Mapping[str, int] = field(default_factory=lambda: dict(BUILTIN_QUEUES))
+    routes: tuple[Route, ...] = ()
+    celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, last word
+    source: str = "defaults"
+
+    @property
+    def broker_url(self) -> str:
+        return with_password(self.broker.url or f"redis://127.0.0.1:{self.dev.port}/0")
+
+    @property
+    def result_url(self) -> str:
+        return with_password(self.broker.result_url) if self.broker.result_url else self.broker_url
+
+    def public(self) -> dict[str, Any]:
+        """Plain data for display, passwords masked."""
+        out = _as_dict(self)
+        out["broker"].update(url=mask_url(self.broker_url), result_url=mask_url(self.result_url))
+        out["routes"] = [{k: v for k, v in _as_dict(r).items() if v not in (None, {}) and k != "index"} for r in self.routes]
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings(source={self.source!r}, broker={mask_url(self.broker_url)!r})"
+
+
+SECTIONS = {f.name: f.type for f in fields(Settings)}
+_SECTION_CLASSES = {
+    "broker": BrokerSettings,
+    "limits": LimitSettings,
+    "retry": RetrySettings,
+    "history": HistorySettings,
+    "log": LogSettings,
+    "dev": DevSettings,
+}
+
+
+def _as_dict(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _as_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_as_dict(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def mask_url(url: str) -> str:
+    """Replace the password of every URL in `url` (sentinel lists use ';') with ***."""
+    return ";".join(_mask_one(u) for u in url.split(";")) if url else url
+
+
+def _mask_one(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def with_password(url: str) -> str:
+    """Add TASKKIT_BROKER_PASSWORD to a URL that has no password (secrets stay out of files)."""
+    password = os.environ.get(PASSWORD_ENV)
+    if not password or not url:
+        return url
+    out = []
+    for u in url.split(";"):
+        parts = urlsplit(u)
+        if parts.password is None:
+            host = parts.netloc.rpartition("@")[2]
+            u = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}"))
+        out.append(u)
+    return ";".join(out)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read taskkit.toml (path, $TASKKIT_CONFIG, ./taskkit.toml, or none) and TASKKIT_* overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "defaults"
+    path = path or env.get(CONFIG_ENV) or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None)
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(CONFIG_ENV, str(path), "an existing taskkit.toml") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("taskkit.toml", str(path), f"valid TOML ({exc})") from None
+        source = str(path)
+    return _build(data, env, source)
+
+
+def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Settings:
+    for key in data:
+        if key not in SECTIONS or key == "source":
+            raise ConfigError(key, data[key], f"one of {', '.join(k for k in SECTIONS if k != 'source')}", source=source)
+
+    def section(cls: type, raw: Any, prefix: str) -> Any:
+        if not isinstance(raw, dict):
+            raise ConfigError(prefix.rstrip("."), raw, "a table", source=source)
+        names = {f.name: f for f in fields(cls) if "kind" in f.metadata}
+        values = {}
+        for key, value in raw.items():
+            if key not in names:
+                raise ConfigError(prefix + key, value, f"one of {', '.join(names)}", source=source)
+            values[key] = _check(prefix + key, value, names[key].metadata["kind"], source)
+        for name, f in names.items():  # TASKKIT_BROKER_URL, TASKKIT_RETRY_MAX_RETRIES, …
+            var = ENV_PREFIX + (prefix + name).replace(".", "_").upper()
+            if var in env:
+                kind = f.metadata["kind"]
+                values[name] = _check(prefix + name, kind.from_text(env[var]), kind, var)
+        return cls(**values)
+
+    top = {k: v for k, v in data.items() if k in ("key_prefix", "imports", "eager")}
+    settings = section(Settings, top, "")
+    sections = {name: section(cls, data.get(name, {}), name + ".") for name, cls in _SECTION_CLASSES.items()}
+    queues = _queues(data.get("queues", {}), source)
+    routes = _routes(data.get("routes", []), queues, source)
+    celery = _celery(data.get("celery", {}), source)
+    settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, source=source)
+    _check_limits(settings)
+    return settings
+
+
+def _check(key: str, value: Any, kind: Kind, source: str) -> Any:
+    try:
+        return kind.check(value)
+    except (ValueError, TypeError):
+        raise ConfigError(key, value, kind.expected, source=source) from None
+
+
+def _queues(raw: Any, source: str) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise ConfigError("queues", raw, "a table of [queues.NAME] tables", source=source)
+    queues = dict(BUILTIN_QUEUES)
+    for name, spec in raw.items():
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ConfigError(f"queues.{name}", name, "a queue name of letters, digits, _ . -", source=source)
+        if not isinstance(spec, dict) or set(spec) - {"priority"}:
+            raise ConfigError(f"queues.{name}", spec, "a table with only `priority`", source=source)
+        queues[name] = _check(f"queues.{name}.priority", spec.get("priority", queues.get(name, 5)), PRIORITY, source)
+    return queues
+
+
+def _routes(raw: Any, queues: Mapping[str, int], source: str) -> tuple[Route, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("routes", raw, "an array of [[routes]] tables", source=source)
+    retry_kinds = {f.name: f.metadata["kind"] for f in fields(RetrySettings)}
+    routes = []
+    for i, rule in enumerate(raw):
+        key = f"routes[{i}]"
+        if not isinstance(rule, dict) or not isinstance(rule.get("match"), str) or not rule["match"]:
+            raise ConfigError(f"{key}.match", rule, "a task-name glob such as 'reports.*'", source=source)
+        unknown = set(rule) - {"match", "queue", "priority", *ROUTE_RETRY_KEYS}
+        if unknown:
+            k = sorted(unknown)[0]
+            raise ConfigError(f"{key}.{k}", rule[k], f"one of match, queue, priority, {', '.join(ROUTE_RETRY_KEYS)}", source=source)
+        queue = rule.get("queue")
+        if queue is not None and queue not in queues:
+            raise ConfigError(f"{key}.queue", queue, f"a declared queue ({', '.join(queues)})", source=source)
+        priority = rule.get("priority")
+        if priority is not None:
+            _check(f"{key}.priority", priority, PRIORITY, source)
+        retry = {k: _check(f"{key}.{k}", rule[k], retry_kinds[k], source) for k in ROUTE_RETRY_KEYS if k in rule}
+        routes.append(Route(match=rule["match"], queue=queue, priority=priority, retry=retry, index=i))
+    return tuple(routes)
+
+
+def _celery(raw: Any, source: str) -> dict[str, Any]:
+    from celery.app.defaults import DEFAULTS  # Celery's own table of setting names
+
+    if not isinstance(raw, dict):
+        raise ConfigError("celery", raw, "a table of Celery settings", source=source)
+    for key in raw:
+        if key not in DEFAULTS:
+            raise ConfigError(f"celery.{key}", raw[key], "a Celery setting name (lowercase, e.g. worker_concurrency)", source=source)
+    return dict(raw)
+
+
+def _check_limits(s: Settings) -> None:
+    """Cross-field rules that keep at-least-once delivery from turning into double runs."""
+    vt = s.broker.visibility_timeout
+    if s.limits.soft_time_limit > s.limits.time_limit:
+        raise ConfigError(
+            "limits.soft_time_limit", s.limits.soft_time_limit, f"at most limits.time_limit ({s.limits.time_limit:g}s)", source=s.source
+        )
+    if s.limits.time_limit >= vt:
+        raise ConfigError(
+            "limits.time_limit",
+            s.limits.time_limit,
+            f"less than broker.visibility_timeout ({vt:g}s), or a running task is redelivered",
+            source=s.source,
+        )
+    caps = [("retry.backoff_max", s.retry.backoff_max)]
+    caps += [(f"routes[{r.index}].backoff_max", r.retry["backoff_max"]) for r in s.routes if "backoff_max" in r.retry]
+    for key, cap in caps:
+        if cap >= vt:
+            raise ConfigError(key, cap, f"less than broker.visibility_timeout ({vt:g}s), or a retry may run twice", source=s.source)

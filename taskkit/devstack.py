@@ -1,0 +1,292 @@
+"""The local stack: a real redis-server, a worker on every queue and beat, as child processes.
+
+Each process runs in its own session (process group), so `down` can stop it and every
+process it forked, and Ctrl-C in the terminal reaches only `taskkit dev up`, which then
+stops the stack in order. A state file records each process with its start time, so a
+reused PID is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .config import Settings
+from .errors import DevStackError
+
+START_TIMEOUT = 30.0  # seconds for Redis and the worker to answer
+STOP_TIMEOUT = 15.0  # seconds for a warm shutdown before SIGKILL
+WORKER_NAME = "dev@%h"
+INSTALL_HINT = "install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    started: int  # /proc start time in clock ticks: identifies the process beyond its PID
+    log: str
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started
+
+
+@dataclass
+class StackState:
+    dir: str
+    port: int
+    url: str
+    procs: list[Proc] = field(default_factory=list)
+
+
+class DevStack:
+    def __init__(self, settings: Settings, *, port: int | None = None, directory: str | None = None) -> None:
+        self.settings = settings
+        self.port = port or settings.dev.port
+        self.dir = Path(directory or settings.dev.dir).resolve()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.state_file = self.dir / "stack.json"
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> StackState | None:
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return StackState(**{**raw, "procs": [Proc(**p) for p in raw["procs"]]})
+
+    def running(self) -> StackState | None:
+        state = self.state()
+        return state if state and any(p.alive() for p in state.procs) else None
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DevStackError(f"another `taskkit dev` command is busy with {self.dir}; wait for it") from None
+            yield
+
+    # ------------------------------------------------------------ up
+
+    def up(self) -> StackState:
+        """Start Redis, a worker and beat; refuse if this stack already runs."""
+        with self._lock():
+            if state := self.running():
+                raise DevStackError(
+                    f"a dev stack is already running from {self.dir} ({state.url}); "
+                    "see `taskkit dev status`, stop it with `taskkit dev down`"
+                )
+            server = shutil.which("redis-server")
+            if not server:
+                raise DevStackError(f"redis-server is not on PATH; {INSTALL_HINT}")
+            if _port_in_use(self.port):
+                raise DevStackError(f"port {self.port} on 127.0.0.1 is in use; pick another with --port or [dev] port")
+            (self.dir / "redis").mkdir(parents=True, exist_ok=True)
+            (self.dir / "logs").mkdir(exist_ok=True)
+            state = StackState(str(self.dir), self.port, self.url)
+            try:
+                state.procs.append(self._spawn("redis", [server, *self._redis_args()]))
+                self._save(state)
+                self._wait_for_redis(state)
+                state.procs.append(
+                    self._spawn(
+                        "worker",
+                        self._celery(
+                            "worker", "-Q", ",".join(self.settings.queues), "-n", WORKER_NAME, "-c", str(self.settings.dev.concurrency)
+                        ),
+                    )
+                )
+                state.procs.append(self._spawn("beat", self._celery("beat")))
+                self._save(state)
+                self._wait_for_worker(state)
+            except BaseException:
+                self._stop(state)
+                raise
+            return state
+
+    def _redis_args(self) -> list[str]:
+        return [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(self.dir / "redis"),
+            "--logfile",
+            self._log("redis"),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            # AOF keeps queued tasks and schedules across a restart of the stack.
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",  # an evicting broker loses tasks
+        ]
+
+    def _celery(self, command: str, *args: str) -> list[str]:
+        level = self.settings.log.level
+        return [sys.executable, "-m", "celery", "-A", "taskkit.app", command, "--loglevel", level, "--logfile", self._log(command), *args]
+
+    def _log(self, name: str) -> str:
+        return str(self.dir / "logs" / f"{name}.log")
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "TASKKIT_BROKER_PASSWORD"}  # the dev Redis has none
+        env.update(TASKKIT_BROKER_URL=self.url, TASKKIT_BROKER_RESULT_URL=self.url)
+        if self.settings.source != "defaults":
+            env["TASKKIT_CONFIG"] = os.path.abspath(self.settings.source)
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        # stdout/stderr go to the log too: a crash before logging is set up must be visible
+        with open(self._log(name) + ".out", "ab") as out:
+            p = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        return Proc(name, p.pid, _start_time(p.pid) or 0, self._log(name))
+
+    def _save(self, state: StackState) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    def _wait_for_redis(self, state: StackState) -> None:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+        self._wait(state, "redis", lambda: client.ping())
+
+    def _wait_for_worker(self, state: StackState) -> None:
+        from .app import create_app
+        from .config import load_settings
+
+        app = create_app(load_settings(None if self.settings.source == "defaults" else self.settings.source, env=self._env()))
+        self._wait(state, "worker", lambda: app.control.ping(timeout=0.5) or None)
+
+    def _wait(self, state: StackState, what: str, probe: Any) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            dead = [p for p in state.procs if not p.alive()]
+            if dead:
+                raise DevStackError(f"{dead[0].name} exited during start; see {dead[0].log}(.out)")
+            try:
+                if probe():
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.2)
+        raise DevStackError(f"{what} did not answer within {START_TIMEOUT:g}s; see {self._log(what)}")
+
+    # ------------------------------------------------------------ status, down
+
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        if state is None:
+            return {"running": False, "dir": str(self.dir)}
+        procs = {p.name: {"pid": p.pid, "alive": p.alive(), "log": p.log} for p in state.procs}
+        try:
+            redis.Redis.from_url(state.url, socket_connect_timeout=1, socket_timeout=1).ping()
+            redis_ok = True
+        except (redis.RedisError, OSError):
+            redis_ok = False
+        return {
+            "running": any(p["alive"] for p in procs.values()),
+            "dir": state.dir,
+            "url": state.url,
+            "redis_answers": redis_ok,
+            "processes": procs,
+        }
+
+    def down(self) -> list[str]:
+        """Stop every process of the stack; returns the names that were running."""
+        with self._lock():
+            state = self.state()
+            if state is None:
+                return []
+            stopped = [p.name for p in state.procs if p.alive()]
+            self._stop(state)
+            return stopped
+
+    def _stop(self, state: StackState) -> None:
+        # Worker and beat first (warm shutdown: running tasks finish or are requeued), Redis last.
+        # Only processes verified as ours (PID and start time) are signalled.
+        ours = [p for p in state.procs if p.alive()]
+        for group in ([p for p in ours if p.name != "redis"], [p for p in ours if p.name == "redis"]):
+            for p in group:
+                _signal(p.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while any(p.alive() for p in group) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for p in group:
+                for pid in _group_members(p.pid):  # stragglers, the worker's pool children included
+                    _signal(pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+
+    def wait(self) -> Proc | None:
+        """Block while the stack runs; returns the first process that died, if any."""
+        state = self.state()
+        while state:
+            for p in state.procs:
+                if not p.alive():
+                    return p
+            time.sleep(0.5)
+        return None
+
+
+# ------------------------------------------------------------ /proc helpers
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(entry.name))
+    return out
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,1 @@
+"""Built-in tasks: `ops` (health, cleanup) and `science` (a sample parameter sweep)."""

@@ -1,0 +1,21 @@
+"""Operations tasks, thin wrappers over taskkit functions so beat can schedule them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import current_app, shared_task
+
+from .. import control, results
+
+
+@shared_task(name="taskkit.ops.health")
+def health() -> dict[str, Any]:
+    """Redis latency, live workers and backlog per queue."""
+    return control.health(current_app)
+
+
+@shared_task(name="taskkit.ops.cleanup_results")
+def cleanup_results(older_than: float | None = None) -> dict[str, int]:
+    """Delete results stored without a TTL and older than `older_than` seconds."""
+    return results.cleanup_results(current_app, older_than=older_than)

@@ -1,0 +1,147 @@
+"""Real parts for every test: one redis-server for the run, real worker processes.
+
+Each test that needs isolation gets its own Redis database and its own taskkit.toml, and
+the workers it starts read that file, exactly as deployed workers do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import taskkit
+from taskkit.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_DATABASES = 256
+_db_numbers = itertools.count(1)  # 0 is left alone
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(probe: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed for the tests: apt-get install redis-server"
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--databases", str(REDIS_DATABASES), "--dir", str(data), "--logfile", str(data / "redis.log")],
+    )
+    client = redis.Redis(port=port)
+    wait_until(lambda: _pings(client), 10, "redis-server")
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class Stack:
+    """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers."""
+
+    def __init__(self, port: int, directory: Path, config: str) -> None:
+        self.db = next(_db_numbers)
+        assert self.db < REDIS_DATABASES
+        self.url = f"redis://127.0.0.1:{port}/{self.db}"
+        self.dir = directory
+        self.config_path = directory / "taskkit.toml"
+        self.config_path.write_text(f'imports = ["tests.tasks"]\n{config}')
+        # the URL comes from the environment, as a deploy's env file would give it
+        self.env = {**os.environ, "TASKKIT_CONFIG": str(self.config_path), "TASKKIT_BROKER_URL": self.url, "PYTHONPATH": str(ROOT)}
+        self.settings = load_settings(self.config_path, env={"TASKKIT_BROKER_URL": self.url})
+        self.app = taskkit.create_app(self.settings)
+        self.redis = redis.Redis.from_url(self.url)
+        self.workers: list[subprocess.Popen] = []
+
+    def start_worker(self, name: str, *, queues: str | None = None, concurrency: int = 2, wait: bool = True) -> subprocess.Popen:
+        log = self.dir / f"{name}.log"
+        argv = [sys.executable, "-m", "celery", "-A", "taskkit.app", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
+                "--loglevel", "INFO", "--logfile", str(log), "-Q", queues or ",".join(self.settings.queues)]
+        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, start_new_session=True,
+                                stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        if wait:
+            hostname = f"{name}@{socket.gethostname()}"
+            wait_until(lambda: self.app.control.ping(destination=[hostname], timeout=0.3), 30, f"worker {name}")
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the pool children too
+            except ProcessLookupError:
+                pass
+        self.app.close()
+
+
+@pytest.fixture
+def make_stack(redis_port: int, tmp_path: Path) -> Iterator[Any]:
+    """make_stack(config_toml="") → a fresh Stack; all its workers stop at teardown."""
+    stacks: list[Stack] = []
+
+    def make(config: str = "") -> Stack:
+        directory = tmp_path / f"stack{len(stacks)}"
+        directory.mkdir()
+        stacks.append(Stack(redis_port, directory, config))
+        return stacks[-1]
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(redis_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack with one worker on every queue, shared by a test module's quick tests."""
+    stack = Stack(redis_port, tmp_path_factory.mktemp("shared"), SHARED_CONFIG)
+    stack.start_worker("shared")
+    yield stack
+    stack.stop()
+
+
+SHARED_CONFIG = """
+[retry]
+backoff = 0.2
+backoff_max = 5
+jitter = false
+"""

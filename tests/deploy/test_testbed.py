@@ -1,0 +1,79 @@
+"""Smoke test of the testbed itself: two booted Debian 12 hosts, then a clean teardown.
+
+The tests run in file order and share one testbed; the last one tears it down and checks
+that nothing is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
+from testbed import Testbed, proc_start
+
+pytestmark = pytest.mark.deploy
+
+if os.geteuid() != 0:
+    pytest.skip("the testbed needs root (network namespaces, systemd-nspawn, iptables)", allow_module_level=True)
+if not shutil.which("systemd-nspawn") and not shutil.which("apt-get"):
+    pytest.skip("systemd-nspawn is missing and there is no apt-get to install it", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    with Testbed(hosts=2, groups={"redis": ["tk1"], "workers": ["tk2"]}, name="tktest") as tb:
+        yield tb
+
+
+def test_hosts_boot_systemd_as_pid1(testbed: Testbed) -> None:
+    for host in testbed.hosts:
+        assert testbed.ssh(host, "cat /proc/1/comm", check=True).stdout.strip() == "systemd"
+        state = testbed.ssh(host, "timeout 120 systemctl is-system-running --wait").stdout.strip()
+        assert state in {"running", "degraded"}, f"{host}: {state}"
+
+
+def test_hosts_reach_each_other_by_name(testbed: Testbed) -> None:
+    # Name from /etc/hosts, then tk2's sshd banner over the lab bridge.
+    assert testbed.ssh("tk1", "getent hosts tk2").stdout.split()[0] == testbed.hosts["tk2"]
+    banner = testbed.ssh("tk1", "timeout 5 bash -c 'exec 3<>/dev/tcp/tk2/22; head -c 8 <&3'")
+    assert banner.stdout.startswith("SSH-2.0"), banner
+
+
+def test_apt_works_inside_a_host(testbed: Testbed) -> None:
+    result = testbed.ssh("tk2", "apt-get update")
+    assert result.returncode == 0 and "Err:" not in result.stdout, result.stdout + result.stderr
+
+
+def test_hosts_carry_the_controller_ca_bundle(testbed: Testbed) -> None:
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    assert testbed.ssh("tk1", "cat /etc/ssl/certs/ca-certificates.crt").stdout == bundle
+
+
+def test_inventory_lists_hosts_and_groups(testbed: Testbed) -> None:
+    text = testbed.inventory_path.read_text()
+    for host, addr in testbed.hosts.items():
+        assert f"{host} ansible_host={addr}" in text
+    assert "[redis]\ntk1\n" in text and "[workers]\ntk2\n" in text
+    assert f"ansible_ssh_private_key_file={testbed.key_path}" in text and testbed.key_path.exists()
+
+
+def test_teardown_leaves_nothing(testbed: Testbed) -> None:
+    state = dict(testbed.state)
+    testbed.down()
+    testbed.down()  # a second teardown is a no-op, as after a crash
+
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not set(state["netns"]) & set(netns)
+    for link in state["links"]:
+        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0, link
+    for table in ("nat", "filter"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        assert "taskkit-testbed:tktest" not in rules
+    assert [p for p in state["procs"] if proc_start(p["pid"]) == p["start"]] == []
+    assert not testbed.state_dir.exists()

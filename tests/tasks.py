@@ -1,0 +1,75 @@
+"""Tasks the tests submit to real workers (importable, so worker processes load them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import redis
+from celery import current_app, shared_task
+
+from taskkit import final_failure
+
+log = logging.getLogger("tests.tasks")
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(current_app.conf.broker_url)
+
+
+@shared_task(name="tests.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(name="tests.record")
+def record(key: str, tag: Any) -> None:
+    _redis().rpush(key, str(tag))
+
+
+@shared_task(name="tests.flaky", bind=True, retry_on=("ValueError",), max_retries=3, retry_backoff=0.25, retry_jitter=False)
+def flaky(self: Any, key: str, failures: int) -> int:
+    """Fails `failures` times, recording the time of every attempt."""
+    attempts = _redis().rpush(key, repr(time.time()))
+    if attempts <= failures:
+        raise ValueError(f"attempt {attempts} fails")
+    return attempts
+
+
+@shared_task(name="tests.fails_with", bind=True)
+def fails_with(self: Any, key: str, exc_name: str) -> None:
+    _redis().rpush(key, repr(time.time()))
+    raise {"ConnectionError": ConnectionError, "KeyError": KeyError}[exc_name]("boom")
+
+
+@shared_task(name="tests.slow_once", bind=True)
+def slow_once(self: Any, key: str, seconds: float) -> str:
+    """The first attempt records where it runs and sleeps; later attempts finish at once."""
+    r = _redis()
+    first = r.rpush(key, f"{self.request.hostname} {os.getpid()} {time.time()}") == 1
+    if first:
+        time.sleep(seconds)
+    return self.request.hostname
+
+
+@shared_task(name="tests.progressing", bind=True)
+def progressing(self: Any, steps: int, pause: float) -> int:
+    for i in range(1, steps + 1):
+        time.sleep(pause)
+        self.progress(i, steps, stage="counting")
+    return steps
+
+
+@shared_task(name="tests.says")
+def says(text: str) -> str:
+    log.warning("task says %s", text)
+    return text
+
+
+def _on_final_failure(sender: Any, task_id: str, exc: BaseException, **_: Any) -> None:
+    _redis().rpush(f"final:{task_id}", type(exc).__name__)
+
+
+final_failure.connect(_on_final_failure, weak=False)

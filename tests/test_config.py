@@ -1,0 +1,115 @@
+"""taskkit.toml + TASKKIT_* → Settings: bad values fail at load, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskkit.config import ConfigError, load_settings, mask_url
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
+    path = tmp_path / "taskkit.toml"
+    path.write_text(text)
+    return load_settings(path, env=env or {})
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./taskkit.toml here
+    s = load_settings(env={})
+    assert s.source == "defaults"
+    assert s.broker_url == "redis://127.0.0.1:6390/0"  # the dev stack
+    assert s.queues == {"critical": 0, "high": 3, "default": 5, "low": 8}
+    assert s.limits.time_limit < s.broker.visibility_timeout
+
+
+def test_example_file_at_the_repo_root_loads():
+    root = Path(__file__).resolve().parent.parent
+    s = load_settings(root / "taskkit.toml", env={})
+    assert "reports" in s.queues and s.routes
+
+
+def test_values_and_durations(tmp_path):
+    s = load(tmp_path, """
+key_prefix = "team"
+[broker]
+url = "rediss://redis.internal:6380/2"
+visibility_timeout = "2h"
+[limits]
+time_limit = "15m"
+soft_time_limit = 600
+[queues.reports]
+priority = 6
+[[routes]]
+match = "reports.*"
+queue = "reports"
+max_retries = 5
+""")
+    assert s.key_prefix == "team"
+    assert s.broker.visibility_timeout == 7200 and s.limits.time_limit == 900
+    assert s.queues["reports"] == 6 and s.queues["default"] == 5
+    assert s.routes[0].retry == {"max_retries": 5}
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("colour = 1", "colour", "one of"),
+        ("[broker]\nurll = 'redis://x'", "broker.urll", "one of url"),
+        ("[broker]\nurl = 'http://x'", "broker.url", "redis://"),
+        ("[broker]\nurl = 42", "broker.url", "redis://"),
+        ("[limits]\ntime_limit = -5", "limits.time_limit", "duration ≥ 0"),
+        ("[limits]\ntime_limit = 'soon'", "limits.time_limit", "duration"),
+        ("[retry]\nmax_retries = 'three'", "retry.max_retries", "whole number"),
+        ("[retry]\nmax_retries = -1", "retry.max_retries", "whole number"),
+        ("[retry]\njitter = 'yes'", "retry.jitter", "true or false"),
+        ("[log]\nformat = 'xml'", "log.format", "text, json"),
+        ("[dev]\nport = 70000", "dev.port", "port"),
+        ("[queues.fast]\npriority = 12", "queues.fast.priority", "0-9"),
+        ("[[routes]]\nmatch = 'a.*'\nqueue = 'nowhere'", "routes[0].queue", "declared queue"),
+        ("[[routes]]\nqueue = 'high'", "routes[0].match", "glob"),
+        ("[[routes]]\nmatch = 'a.*'\nspeed = 3", "routes[0].speed", "one of"),
+        ("[celery]\nworker_concurency = 3", "celery.worker_concurency", "Celery setting"),
+        ("[limits]\ntime_limit = '2h'", "limits.time_limit", "visibility_timeout"),
+        ("[limits]\nsoft_time_limit = '40m'", "limits.soft_time_limit", "at most limits.time_limit"),
+        ("[retry]\nbackoff_max = '2h'", "retry.backoff_max", "visibility_timeout"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, key, expected):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    assert err.value.key == key
+    assert expected in str(err.value)
+    assert str(tmp_path) in str(err.value)  # says which file
+
+
+def test_environment_overrides_and_its_errors(tmp_path):
+    s = load(tmp_path, "[retry]\nmax_retries = 1", env={"TASKKIT_RETRY_MAX_RETRIES": "7", "TASKKIT_EAGER": "true", "TASKKIT_IMPORTS": "a.b, c"})
+    assert s.retry.max_retries == 7 and s.eager is True and s.imports == ("a.b", "c")
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, "", env={"TASKKIT_BROKER_TIMEOUT": "-1s"})
+    assert err.value.key == "broker.timeout" and "TASKKIT_BROKER_TIMEOUT" in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="an existing taskkit.toml"):
+        load_settings(tmp_path / "nope.toml", env={})
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load(tmp_path, "[broker\nurl=")
+
+
+def test_passwords_never_shown(tmp_path, monkeypatch):
+    s = load(tmp_path, "[broker]\nurl = 'redis://:hunter2@h:6379/0'\nresult_url = 'redis://app:hunter2@h:6379/1'")
+    for shown in (repr(s), repr(s.broker), str(s.public())):
+        assert "hunter2" not in shown and "***" in shown
+    # a password from the environment goes into URLs that carry none
+    monkeypatch.setenv("TASKKIT_BROKER_PASSWORD", "s3cret")
+    s = load(tmp_path, "[broker]\nurl = 'redis://worker@h:6379/0'")
+    assert s.broker_url == "redis://worker:s3cret@h:6379/0"
+    assert "s3cret" not in str(s.public()) and "s3cret" not in repr(s)
+
+
+def test_mask_url_handles_sentinel_lists():
+    assert mask_url("sentinel://:pw@a:26379;sentinel://:pw@b:26379") == "sentinel://:***@a:26379;sentinel://:***@b:26379"
+    assert mask_url("redis://h:6379/0") == "redis://h:6379/0"

@@ -1,0 +1,150 @@
+"""Submitting: routing lands messages in the right Redis lists; bad calls queue nothing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import taskkit
+from taskkit.config import load_settings
+
+ROUTED = """
+[broker]
+visibility_timeout = "20m"
+[limits]
+time_limit = "5m"
+soft_time_limit = "4m"
+[queues.reports]
+priority = 6
+[[routes]]
+match = "tests.rec*"
+queue = "reports"
+[[routes]]
+match = "tests.add"
+queue = "high"
+priority = 1
+"""
+
+
+def snapshot(r) -> dict:
+    """Every key with its type and size: proof that nothing was written."""
+    out = {}
+    for key in r.scan_iter():
+        kind = r.type(key).decode()
+        size = {"list": r.llen, "zset": r.zcard, "hash": r.hlen, "set": r.scard, "string": r.strlen, "stream": r.xlen}[kind](key)
+        out[key] = (kind, size)
+    return out
+
+
+def test_routing_lands_each_task_in_its_queue_and_priority_list(make_stack):
+    stack = make_stack(ROUTED)  # no worker: messages stay where routing put them
+    keys = stack.app.keys
+    taskkit.submit("tests.record", args=["k", 1], app=stack.app)  # route → reports, its default 6
+    taskkit.submit("tests.add", args=[1, 2], app=stack.app)  # route → high, priority 1
+    taskkit.submit("tests.says", args=["hi"], app=stack.app)  # no rule → default, 5
+    taskkit.submit("tests.says", args=["hi"], queue="low", app=stack.app)  # explicit queue → its default 8
+    taskkit.submit("tests.says", args=["hi"], queue="critical", priority=2, app=stack.app)
+    r = stack.redis
+    assert r.llen(keys.queue("reports", 6)) == 1
+    assert r.llen(keys.queue("high", 1)) == 1
+    assert r.llen(keys.queue("default", 5)) == 1
+    assert r.llen(keys.queue("low", 8)) == 1
+    assert r.llen(keys.queue("critical", 2)) == 1
+    assert taskkit.queue_depths(stack.app) == {"critical": 1, "high": 1, "default": 1, "low": 1, "reports": 1}
+
+
+def test_explain_names_the_deciding_rule(make_stack):
+    stack = make_stack(ROUTED)
+    topo = stack.app.topology
+    d = topo.explain("tests.add", stack.app.task_named("tests.add"))
+    assert (d.queue, d.priority) == ("high", 1)
+    assert d.decided_by["queue"] == "route #1 'tests.add'"
+    flaky = topo.explain("tests.flaky", stack.app.task_named("tests.flaky"))
+    assert flaky.retry.on == ("ValueError",) and flaky.retry.max_retries == 3
+    assert flaky.decided_by["retry"] == "[retry] defaults + task option"  # jitter etc. come from [retry]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "text"),
+    [
+        (dict(name="tests.nope"), taskkit.UnknownTask, "did you mean"),
+        (dict(name="tests.add", args=[1]), taskkit.InvalidArguments, "missing a required argument: 'y'"),
+        (dict(name="tests.add", args=[1, 2, 3]), taskkit.InvalidArguments, "too many positional"),
+        (dict(name="tests.add", args=[1, 2], kwargs={"z": 2}), taskkit.InvalidArguments, "unexpected keyword"),
+        (dict(name="tests.add", args=[1, {2, 3}]), taskkit.InvalidArguments, "not JSON-serialisable"),
+        (dict(name="tests.add", args=[1, 2], queue="nowhere"), taskkit.UnknownQueue, "declared:"),
+        (dict(name="tests.add", args=[1, 2], priority=10), taskkit.InvalidOption, "0-9"),
+        (dict(name="tests.add", args=[1, 2], countdown=1201), taskkit.InvalidOption, "visibility_timeout"),
+        (dict(name="tests.add", args=[1, 2], eta=datetime.now(timezone.utc) + timedelta(hours=1)), taskkit.InvalidOption, "visibility_timeout"),
+        (dict(name="tests.add", args=[1, 2], eta=datetime.now() + timedelta(minutes=1)), taskkit.InvalidOption, "naive"),
+    ],
+)
+def test_bad_calls_raise_before_anything_is_queued(make_stack, call, error, text):
+    stack = make_stack(ROUTED)
+    taskkit.submit("tests.add", args=[0, 0], app=stack.app)  # something already waiting
+    before = snapshot(stack.redis)
+    with pytest.raises(error) as err:
+        taskkit.submit(**call, app=stack.app)
+    assert text in str(err.value)
+    assert "\n" not in str(err.value)
+    assert snapshot(stack.redis) == before
+
+
+def test_delay_and_apply_async_are_checked_too(make_stack):
+    stack = make_stack(ROUTED)
+    add = stack.app.task_named("tests.add")
+    with pytest.raises(taskkit.InvalidArguments):
+        add.delay(1)
+    with pytest.raises(taskkit.InvalidOption):
+        add.apply_async((1, 2), countdown=3600)
+    assert snapshot(stack.redis) == {}
+
+
+def test_unreachable_redis_fails_fast_with_the_url_masked(tmp_path):
+    port = _free_port()
+    settings = load_settings(env={"TASKKIT_BROKER_URL": f"redis://:hunter2@127.0.0.1:{port}/0", "TASKKIT_BROKER_TIMEOUT": "1"})
+    app = taskkit.create_app(settings)
+    start = time.monotonic()
+    with pytest.raises(taskkit.BrokerUnavailable) as err:
+        taskkit.submit("taskkit.ops.health", app=app)
+    assert time.monotonic() - start < 2
+    message = str(err.value)
+    assert f"redis://:***@127.0.0.1:{port}/0" in message and "hunter2" not in message
+    assert "taskkit dev up" in message and "\n" not in message
+
+
+def test_a_redis_that_never_answers_fails_within_the_timeout():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(16)], daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{port}/0", "TASKKIT_BROKER_TIMEOUT": "1"}))
+        start = time.monotonic()
+        with pytest.raises(taskkit.BrokerUnavailable, match="Timeout"):
+            taskkit.submit("taskkit.ops.health", app=app)
+        assert time.monotonic() - start < 2.5
+    finally:
+        listener.close()
+        for conn, _ in accepted:
+            conn.close()
+
+
+def test_eager_mode_runs_in_process_without_redis(caplog):
+    app = taskkit.create_app(load_settings(env={"TASKKIT_EAGER": "true", "TASKKIT_BROKER_URL": "redis://127.0.0.1:1/0"}))
+    res = taskkit.submit("taskkit.science.simulate", args=[0.3, 0.1], kwargs={"replicates": 5, "days": 20}, app=app)
+    assert res.get()["replicates"] == 5
+    with pytest.raises(taskkit.InvalidArguments):  # still checked
+        taskkit.submit("taskkit.science.simulate", args=[0.3], app=app)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

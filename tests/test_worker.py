@@ -1,0 +1,130 @@
+"""Real worker processes: round trip, priorities, retries, progress, at-least-once delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import taskkit
+from taskkit.base import PROGRESS
+
+from .conftest import wait_until
+
+
+def test_round_trip(shared_stack):
+    res = taskkit.submit("tests.add", args=[2, 3], app=shared_stack.app)
+    assert res.get(timeout=10) == 5
+    info = taskkit.result(shared_stack.app, res.id)
+    assert info["state"] == "SUCCESS" and info["result"] == 5 and info["task"] == "tests.add"
+    assert info["worker"].startswith("shared@")
+
+
+def test_waiting_priority_0_runs_before_lower_priorities(make_stack):
+    stack = make_stack()
+    for priority in (9, 5, 0, 7, 3):
+        taskkit.submit("tests.record", args=["order", priority], queue="default", priority=priority, app=stack.app)
+    stack.start_worker("prio", queues="default", concurrency=1)
+    order = wait_until(lambda: stack.redis.llen("order") == 5 and stack.redis.lrange("order", 0, -1), 20, "all five tasks")
+    assert [int(x) for x in order] == [0, 3, 5, 7, 9]
+
+
+def test_retries_back_off_with_growing_delays_then_succeed(shared_stack):
+    res = taskkit.submit("tests.flaky", args=["flaky-ok", 3], app=shared_stack.app)
+    assert res.get(timeout=20) == 4  # 3 failures, 3 retries, success on attempt 4
+    times = [float(x) for x in shared_stack.redis.lrange("flaky-ok", 0, -1)]
+    delays = [b - a for a, b in zip(times, times[1:])]
+    # backoff 0.25s doubling, no jitter: about 0.25, 0.5, 1.0 (plus scheduling latency)
+    assert all(later > earlier for earlier, later in zip(delays, delays[1:])), delays
+    assert delays[0] >= 0.25 and delays[2] >= 1.0
+
+
+def test_retries_stop_at_max_and_the_final_failure_hook_runs_once(shared_stack):
+    res = taskkit.submit("tests.flaky", args=["flaky-never", 99], app=shared_stack.app)
+    with pytest.raises(ValueError):
+        res.get(timeout=20)
+    assert shared_stack.redis.llen("flaky-never") == 4  # 1 try + max_retries 3
+    wait_until(lambda: shared_stack.redis.llen(f"final:{res.id}"), 5, "final-failure hook")
+    time.sleep(0.3)
+    assert shared_stack.redis.lrange(f"final:{res.id}", 0, -1) == [b"ValueError"]
+
+
+def test_retry_policy_comes_from_config_and_skips_other_errors(shared_stack):
+    retried = taskkit.submit("tests.fails_with", args=["conn", "ConnectionError"], app=shared_stack.app)
+    not_retried = taskkit.submit("tests.fails_with", args=["key", "KeyError"], app=shared_stack.app)
+    with pytest.raises(ConnectionError):
+        retried.get(timeout=20)
+    with pytest.raises(KeyError):
+        not_retried.get(timeout=20)
+    assert shared_stack.redis.llen("conn") == 4  # [retry] max_retries 3 on ConnectionError
+    assert shared_stack.redis.llen("key") == 1
+
+
+def test_progress_is_readable_from_the_result(shared_stack):
+    res = taskkit.submit("tests.progressing", args=[10, 0.3], app=shared_stack.app)
+    info = wait_until(lambda: (i := taskkit.result(shared_stack.app, res.id))["state"] == PROGRESS and i, 10, "progress")
+    assert info["progress"]["total"] == 10 and 1 <= info["progress"]["done"] <= 10
+    assert info["progress"]["stage"] == "counting"
+    assert res.get(timeout=10) == 10
+
+
+def test_worker_log_lines_carry_task_name_and_id(shared_stack):
+    res = taskkit.submit("tests.says", args=["hello"], app=shared_stack.app)
+    res.get(timeout=10)
+    log = (shared_stack.dir / "shared.log").read_text()
+    line = next(line for line in log.splitlines() if "task says hello" in line)
+    assert f"tests.says[{res.id}]" in line
+
+
+def test_json_log_format(make_stack):
+    stack = make_stack('[log]\nformat = "json"\n')
+    stack.start_worker("jsonlog", concurrency=1)
+    res = taskkit.submit("tests.says", args=["json"], app=stack.app)
+    res.get(timeout=10)
+    records = [json.loads(line) for line in (stack.dir / "jsonlog.log").read_text().splitlines() if line.startswith("{")]
+    mine = next(r for r in records if r["message"] == "task says json")
+    assert mine["task_id"] == res.id and mine["task_name"] == "tests.says" and mine["level"] == "WARNING"
+
+
+SHORT_VISIBILITY = """
+[broker]
+visibility_timeout = 4
+[limits]
+time_limit = 3
+soft_time_limit = 3
+[retry]
+backoff_max = 1
+[celery]
+broker_transport_options = { unacked_restore_interval = 1, unacked_restore_throttle = 1 }
+"""
+
+
+def test_pool_child_killed_mid_task_is_requeued_at_once(make_stack):
+    stack = make_stack('[broker]\nvisibility_timeout = "2h"\n')
+    stack.start_worker("killchild", concurrency=2)
+    res = taskkit.submit("tests.slow_once", args=["child", 60], app=stack.app)
+    first = wait_until(lambda: stack.redis.lindex("child", 0), 10, "first attempt").decode()
+    child_pid = int(first.split()[1])
+    killed_at = time.monotonic()
+    os.kill(child_pid, signal.SIGKILL)
+    assert res.get(timeout=20).startswith("killchild@")
+    # requeued at once: long before the 2-hour visibility timeout could have done it
+    assert time.monotonic() - killed_at < 15
+    assert stack.redis.llen("child") == 2
+
+
+def test_whole_worker_killed_task_is_redelivered_to_another_worker(make_stack):
+    stack = make_stack(SHORT_VISIBILITY)
+    doomed = stack.start_worker("doomed", concurrency=1)
+    res = taskkit.submit("tests.slow_once", args=["whole", 2.5], app=stack.app)
+    wait_until(lambda: stack.redis.llen("whole"), 10, "first attempt on the doomed worker")
+    os.killpg(doomed.pid, signal.SIGKILL)  # main process and its pool: nothing acks or rejects
+    doomed.wait(5)
+    stack.start_worker("rescuer", concurrency=1)
+    assert res.get(timeout=40).startswith("rescuer@")
+    (doomed_host, _, first_at), (rescuer_host, _, second_at) = [x.decode().split() for x in stack.redis.lrange("whole", 0, -1)]
+    assert doomed_host.startswith("doomed@") and rescuer_host.startswith("rescuer@")
+    assert float(second_at) - float(first_at) >= 4 - 0.5  # not before the visibility timeout
