@@ -141,10 +141,13 @@ class TaskkitTask(Task):
             raise InvalidArguments(self.name, f"args must be a list, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise InvalidArguments(self.name, f"kwargs must be an object, got {type(kwargs).__name__}")
+        signature = self.__dict__.get("_taskkit_signature")
+        if signature is None:  # computing it costs more than binding: once per task
+            signature = self._taskkit_signature = inspect.signature(self.run)
         try:
-            inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
+            signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
-            raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{inspect.signature(self.run)})") from None
+            raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
         queues = self.app.topology.queues
         queue = options.get("queue")
         if queue is not None:

@@ -52,8 +52,23 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     data = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--databases", str(REDIS_DATABASES), "--dir", str(data), "--logfile", str(data / "redis.log")],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--databases",
+            str(REDIS_DATABASES),
+            "--dir",
+            str(data),
+            "--logfile",
+            str(data / "redis.log"),
+        ],
     )
     client = redis.Redis(port=port)
     wait_until(lambda: _pings(client), 10, "redis-server")
@@ -88,10 +103,27 @@ class Stack:
 
     def start_worker(self, name: str, *, queues: str | None = None, concurrency: int = 2, wait: bool = True) -> subprocess.Popen:
         log = self.dir / f"{name}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "taskkit.app", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
-                "--loglevel", "INFO", "--logfile", str(log), "-Q", queues or ",".join(self.settings.queues)]
-        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, start_new_session=True,
-                                stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT)
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "taskkit.app",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--logfile",
+            str(log),
+            "-Q",
+            queues or ",".join(self.settings.queues),
+        ]
+        proc = subprocess.Popen(
+            argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT
+        )
         self.workers.append(proc)
         if wait:
             hostname = f"{name}@{socket.gethostname()}"

@@ -6,10 +6,28 @@ import taskkit
 def test_exported_members():
     assert sorted(taskkit.__all__) == sorted(
         [
-            "PROGRESS", "BrokerUnavailable", "ConfigError", "DevStackError", "InvalidArguments",
-            "InvalidOption", "Settings", "TaskkitApp", "TaskkitError", "TaskkitTask", "UnknownQueue",
-            "UnknownTask", "cleanup_results", "create_app", "final_failure", "get_app", "health",
-            "load_settings", "ping", "queue_depths", "result", "submit",
+            "PROGRESS",
+            "BrokerUnavailable",
+            "ConfigError",
+            "DevStackError",
+            "InvalidArguments",
+            "InvalidOption",
+            "Settings",
+            "TaskkitApp",
+            "TaskkitError",
+            "TaskkitTask",
+            "UnknownQueue",
+            "UnknownTask",
+            "cleanup_results",
+            "create_app",
+            "final_failure",
+            "get_app",
+            "health",
+            "load_settings",
+            "ping",
+            "queue_depths",
+            "result",
+            "submit",
         ]
     )
     for name in taskkit.__all__:

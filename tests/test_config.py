@@ -31,7 +31,9 @@ def test_example_file_at_the_repo_root_loads():
 
 
 def test_values_and_durations(tmp_path):
-    s = load(tmp_path, """
+    s = load(
+        tmp_path,
+        """
 key_prefix = "team"
 [broker]
 url = "rediss://redis.internal:6380/2"
@@ -45,7 +47,8 @@ priority = 6
 match = "reports.*"
 queue = "reports"
 max_retries = 5
-""")
+""",
+    )
     assert s.key_prefix == "team"
     assert s.broker.visibility_timeout == 7200 and s.limits.time_limit == 900
     assert s.queues["reports"] == 6 and s.queues["default"] == 5
@@ -85,7 +88,9 @@ def test_bad_values_name_the_key(tmp_path, text, key, expected):
 
 
 def test_environment_overrides_and_its_errors(tmp_path):
-    s = load(tmp_path, "[retry]\nmax_retries = 1", env={"TASKKIT_RETRY_MAX_RETRIES": "7", "TASKKIT_EAGER": "true", "TASKKIT_IMPORTS": "a.b, c"})
+    s = load(
+        tmp_path, "[retry]\nmax_retries = 1", env={"TASKKIT_RETRY_MAX_RETRIES": "7", "TASKKIT_EAGER": "true", "TASKKIT_IMPORTS": "a.b, c"}
+    )
     assert s.retry.max_retries == 7 and s.eager is True and s.imports == ("a.b", "c")
     with pytest.raises(ConfigError) as err:
         load(tmp_path, "", env={"TASKKIT_BROKER_TIMEOUT": "-1s"})
@@ -93,7 +98,7 @@ def test_environment_overrides_and_its_errors(tmp_path):
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(ConfigError, match="an existing taskkit.toml"):
+    with pytest.raises(ConfigError, match=r"an existing taskkit\.toml"):
         load_settings(tmp_path / "nope.toml", env={})
     with pytest.raises(ConfigError, match="valid TOML"):
         load(tmp_path, "[broker\nurl=")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -79,7 +79,7 @@ def test_explain_names_the_deciding_rule(make_stack):
         (dict(name="tests.add", args=[1, 2], queue="nowhere"), taskkit.UnknownQueue, "declared:"),
         (dict(name="tests.add", args=[1, 2], priority=10), taskkit.InvalidOption, "0-9"),
         (dict(name="tests.add", args=[1, 2], countdown=1201), taskkit.InvalidOption, "visibility_timeout"),
-        (dict(name="tests.add", args=[1, 2], eta=datetime.now(timezone.utc) + timedelta(hours=1)), taskkit.InvalidOption, "visibility_timeout"),
+        (dict(name="tests.add", args=[1, 2], eta=datetime.now(UTC) + timedelta(hours=1)), taskkit.InvalidOption, "visibility_timeout"),
         (dict(name="tests.add", args=[1, 2], eta=datetime.now() + timedelta(minutes=1)), taskkit.InvalidOption, "naive"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -36,9 +37,9 @@ def test_retries_back_off_with_growing_delays_then_succeed(shared_stack):
     res = taskkit.submit("tests.flaky", args=["flaky-ok", 3], app=shared_stack.app)
     assert res.get(timeout=20) == 4  # 3 failures, 3 retries, success on attempt 4
     times = [float(x) for x in shared_stack.redis.lrange("flaky-ok", 0, -1)]
-    delays = [b - a for a, b in zip(times, times[1:])]
+    delays = [b - a for a, b in itertools.pairwise(times)]
     # backoff 0.25s doubling, no jitter: about 0.25, 0.5, 1.0 (plus scheduling latency)
-    assert all(later > earlier for earlier, later in zip(delays, delays[1:])), delays
+    assert all(later > earlier for earlier, later in itertools.pairwise(delays)), delays
     assert delays[0] >= 0.25 and delays[2] >= 1.0
 
 

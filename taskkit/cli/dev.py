@@ -45,6 +45,7 @@ def up(cli: CliContext, port: int | None, directory: str | None, detach: bool) -
         click.echo("Stop it with `taskkit dev down`.")
         return
     click.echo("Press Ctrl-C to stop.")
+
     def interrupt(*_: Any) -> None:
         raise KeyboardInterrupt
 
