@@ -1,12 +1,16 @@
-"""Publish and drain throughput: taskkit's app against a plain Celery app, side by side.
+"""Publish and drain throughput: plain Celery, taskkit without and with the run history.
 
-Both apps get the same Celery settings (taskkit's), the same redis-server (started here on
-a free port), the same no-op task with results ignored, and a prefork worker with the
-same concurrency. Rounds alternate between the two so machine noise hits both alike.
+Three apps with exactly the same Celery settings (taskkit's), the same redis-server
+(started here on a free port), the same no-op task with results ignored, and a prefork
+worker with the same concurrency:
 
-    python bench/throughput.py [-n 5000] [--rounds 3] [--concurrency 2]
+- plain    a plain Celery app
+- quiet    taskkit's app with history.enabled = false (what taskkit itself adds)
+- taskkit  taskkit's app as shipped, recording every run's events
 
-Prints a table of publish/s and drain/s for each, and taskkit's ratio to plain Celery.
+Rounds rotate the order so machine noise hits all alike; the table shows medians.
+
+    python bench/throughput.py [-n 5000] [--rounds 5] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from celery import Celery
 import taskkit
 from taskkit.app import celery_config
 from taskkit.config import load_settings
+from taskkit.keys import Keys
+from taskkit.recorder import recorder_for
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"
@@ -38,47 +44,60 @@ def noop() -> None:
     return None
 
 
-def build_apps(url: str) -> tuple[Celery, Celery]:
-    """taskkit's app, and a plain Celery app given exactly the same Celery settings."""
+VARIANTS = ("plain", "quiet", "taskkit")
+
+
+def build_apps(url: str) -> dict[str, Celery]:
+    """The three apps of VARIANTS; all share taskkit's Celery settings."""
     settings = load_settings(env={"TASKKIT_BROKER_URL": url})
-    tk = taskkit.create_app(settings, main="bench-taskkit")
-    plain = Celery("bench-plain", set_as_current=False)
+    quiet_settings = load_settings(env={"TASKKIT_BROKER_URL": url, "TASKKIT_HISTORY_ENABLED": "false"})
+    apps = {
+        "taskkit": taskkit.create_app(settings, main="bench-taskkit"),
+        "quiet": taskkit.create_app(quiet_settings, main="bench-quiet"),
+        "plain": Celery("bench-plain", set_as_current=False),
+    }
     conf = celery_config(settings)
     conf.pop("task_routes", None)  # taskkit's router; plain Celery gets queue= instead
-    plain.conf.update(conf)
-    for app in (tk, plain):
+    apps["plain"].conf.update(conf)
+    for app in apps.values():
         app.task(name="bench.noop", ignore_result=True)(noop)
-    return tk, plain
+    return apps
 
 
-if os.environ.get("BENCH_REDIS_URL"):  # a worker process started by main()
-    taskkit_app, plain_app = build_apps(os.environ["BENCH_REDIS_URL"])
+if os.environ.get("BENCH_REDIS_URL"):  # a worker process started by main(): -A bench.throughput:<variant>_app
+    _apps = build_apps(os.environ["BENCH_REDIS_URL"])
+    plain_app, quiet_app, taskkit_app = _apps["plain"], _apps["quiet"], _apps["taskkit"]
 
 
-def publish(kind: str, n: int) -> float:
-    if kind == "taskkit":
-        start = time.perf_counter()
-        for _ in range(n):
-            taskkit.submit("bench.noop", app=taskkit_app)
-    else:
-        task = plain_app.tasks["bench.noop"]
+def publish(apps: dict[str, Celery], kind: str, n: int) -> float:
+    app = apps[kind]
+    if kind == "plain":
+        task = app.tasks["bench.noop"]
         start = time.perf_counter()
         for _ in range(n):
             task.apply_async(queue=QUEUE)
-    return n / (time.perf_counter() - start)
+    else:
+        start = time.perf_counter()
+        for _ in range(n):
+            taskkit.submit("bench.noop", app=app)
+    rate = n / (time.perf_counter() - start)
+    recorder = recorder_for(app) if kind != "plain" else None
+    if recorder is not None:
+        recorder.flush()  # its writes happened in the background; make sure they are in
+    return rate
 
 
-def waiting(r: redis.Redis) -> int:
+def waiting(r: redis.Redis, keys: Keys) -> int:
     pipe = r.pipeline(transaction=False)
-    for key in taskkit_app.keys.queue_levels(QUEUE):
+    for key in keys.queue_levels(QUEUE):
         pipe.llen(key)
-    pipe.hlen("unacked")  # kombu's hash of delivered, not yet acknowledged messages
+    pipe.hlen(keys.unacked())  # delivered, not yet acknowledged
     return sum(pipe.execute())
 
 
-def drain(kind: str, n: int, concurrency: int, r: redis.Redis, workdir: Path) -> tuple[float, float]:
-    """Start a worker with the queue paused, then time it from resume until all n are done."""
-    app = taskkit_app if kind == "taskkit" else plain_app
+def drain(apps: dict[str, Celery], kind: str, n: int, concurrency: int, r: redis.Redis, workdir: Path) -> tuple[float, float]:
+    """Start a worker with the queue paused, publish n, then time it from resume until all are done."""
+    app, keys = apps[kind], apps["taskkit"].keys
     node = f"{kind}-bench@{socket.gethostname()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -112,11 +131,11 @@ def drain(kind: str, n: int, concurrency: int, r: redis.Redis, workdir: Path) ->
             if time.monotonic() > deadline:
                 raise SystemExit(f"worker {kind} did not start; see {workdir / (kind + '.log')}")
         app.control.cancel_consumer(QUEUE, destination=[node], reply=True)
-        rate = publish(kind, n)
-        assert waiting(r) == n, "the paused worker consumed while we published"
+        rate = publish(apps, kind, n)
+        assert waiting(r, keys) == n, "the paused worker consumed while we published"
         start = time.perf_counter()
         app.control.add_consumer(QUEUE, destination=[node], reply=False)
-        while waiting(r):
+        while waiting(r, keys):
             time.sleep(0.005)
         drained = n / (time.perf_counter() - start)
     finally:
@@ -126,10 +145,9 @@ def drain(kind: str, n: int, concurrency: int, r: redis.Redis, workdir: Path) ->
 
 
 def main() -> None:
-    global taskkit_app, plain_app
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5000, help="tasks per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
 
@@ -138,22 +156,12 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     url = os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in VARIANTS}
     try:
         r = redis.Redis.from_url(url)
         while True:
@@ -162,22 +170,25 @@ def main() -> None:
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        taskkit_app, plain_app = build_apps(url)
-        results: dict[str, list[tuple[float, float]]] = {"plain": [], "taskkit": []}
+        apps = build_apps(url)
         for i in range(args.rounds):
-            for kind in ("plain", "taskkit") if i % 2 == 0 else ("taskkit", "plain"):
+            for kind in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:  # rotate the order
                 r.flushdb()
-                results[kind].append(drain(kind, args.n, args.concurrency, r, workdir))
+                results[kind].append(drain(apps, kind, args.n, args.concurrency, r, workdir))
     finally:
         server.terminate()
         server.wait()
     med = {k: (statistics.median(p for p, _ in v), statistics.median(d for _, d in v)) for k, v in results.items()}
     print(f"\n{args.n} no-op tasks x {args.rounds} rounds, prefork -c {args.concurrency}, results ignored (medians)\n")
-    print(f"{'':10} {'publish/s':>10} {'drain/s':>10}")
-    for kind in ("plain", "taskkit"):
-        print(f"{kind:10} {med[kind][0]:>10.0f} {med[kind][1]:>10.0f}")
-    ratio = (med["taskkit"][0] / med["plain"][0], med["taskkit"][1] / med["plain"][1])
-    print(f"{'ratio':10} {ratio[0]:>10.3f} {ratio[1]:>10.3f}   (taskkit / plain Celery; target >= 0.95)")
+    print(f"{'':22} {'publish/s':>10} {'drain/s':>10}")
+    for kind in VARIANTS:
+        print(f"{kind:22} {med[kind][0]:>10.0f} {med[kind][1]:>10.0f}")
+    for label, a, b, target in (
+        ("quiet / plain", "quiet", "plain", "taskkit's own overhead, target >= 0.95"),
+        ("taskkit / quiet", "taskkit", "quiet", "the run-history recorder, target >= 0.90"),
+        ("taskkit / plain", "taskkit", "plain", "as shipped"),
+    ):
+        print(f"{label:22} {med[a][0] / med[b][0]:>10.3f} {med[a][1] / med[b][1]:>10.3f}   ({target})")
 
 
 if __name__ == "__main__":

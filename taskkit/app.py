@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 
-from . import logs
+from . import logs, recorder  # noqa: F401 - recorder connects its signals on import
 from .config import PRIORITIES, ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys
@@ -99,9 +99,15 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_soft_time_limit": s.limits.soft_time_limit,
         "imports": (*BUILTIN_TASK_MODULES, *s.imports),
         # Schedules live in Redis (celery-redbeat): editable at run time, one active beat.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        # taskkit's RedBeatScheduler batches each tick and fences its writes with the lock.
+        "beat_scheduler": "taskkit.schedules:Scheduler",
+        "beat_max_loop_interval": s.beat.max_interval,  # an edit takes effect within this
+        "beat_schedule": {name: spec.beat_entry() for name, spec in s.schedules.items()},  # synced by the active beat
         "redbeat_redis_url": s.broker_url,
         "redbeat_key_prefix": Keys(s.key_prefix).redbeat_prefix(),
+        "redbeat_lock_timeout": s.beat.lock_timeout,  # a standby takes over this long after the active beat dies
+        # Set, so redbeat neither falls back to (nor warns about) broker_transport_options.
+        "redbeat_redis_options": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
     }
     if s.eager:
         conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://", result_backend="cache+memory://")
@@ -121,8 +127,9 @@ def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> Ta
     app = TaskkitApp(main, task_cls="taskkit.base:TaskkitTask")
     app.settings = settings
     app.topology = Topology(settings)
-    app.keys = Keys(settings.key_prefix)
     app.conf.update(celery_config(settings))
+    # after the conf: kombu's queue names depend on its transport options
+    app.keys = Keys(settings.key_prefix, transport_options=app.conf.broker_transport_options)
     app.conf.task_routes = (app.topology.route,)
     if settings.eager and not _eager_said:
         _eager_said = True
@@ -140,6 +147,20 @@ def _install_logging(logger: logging.Logger, **_: Any) -> None:
 after_setup_logger.connect(_install_logging, weak=False)
 after_setup_task_logger.connect(_install_logging, weak=False)
 
+
+def _warn_if_evicting(sender: Any, **_: Any) -> None:
+    # After beat has set up logging, before it waits for the lock: an allkeys-* policy can
+    # silently drop schedules and the lock, so say it where operators look.
+    app = getattr(sender, "app", None)
+    if isinstance(app, TaskkitApp):
+        from .schedules import eviction_warning
+
+        if message := eviction_warning(app):
+            log.warning("taskkit: %s", message)
+
+
+beat_init.connect(_warn_if_evicting, weak=False)
+
 _default: TaskkitApp | None = None
 
 
@@ -156,3 +177,6 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from . import deadletters  # noqa: E402,F401 - connects the dead-letter receivers (imports this module)

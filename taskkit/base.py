@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
+from celery.signals import task_failure
 from celery.utils.dispatch import Signal
 from celery.utils.imports import symbol_by_name
 from kombu.exceptions import EncodeError
@@ -23,14 +24,25 @@ from kombu.exceptions import EncodeError
 from .broker import REDIS_ERRORS, check_reachable, unavailable
 from .config import PRIORITIES, ConfigError
 from .errors import InvalidArguments, InvalidOption, UnknownQueue
+from .recorder import publishing
 from .topology import RetryPolicy
 
 PROGRESS = "PROGRESS"  # result state while a task reports progress
 PROGRESS_MIN_INTERVAL = 0.2  # seconds between progress writes; the last one always goes out
 
-#: Sent once when a task fails for good (retries exhausted, or an error it doesn't retry).
-#: Receivers get sender=task and task_id, exc, args, kwargs, einfo. Dead letters hook in here.
+#: Sent once when a task fails for good: retries exhausted, an error it does not retry,
+#: a hard time limit, or a Reject without requeue. Receivers get sender=task, task_id, exc,
+#: args, kwargs, einfo. Celery's task_failure covers exactly these cases (a retry is
+#: task_retry), in the pool process or, for time limits, the worker's main process.
 final_failure = Signal(name="taskkit.final_failure")
+
+
+@task_failure.connect(weak=False)
+def _failed_for_good(sender: Any = None, task_id: str = "", exception: BaseException | None = None,
+                     args: Any = None, kwargs: Any = None, einfo: Any = None, **_: Any) -> None:  # fmt: skip
+    if isinstance(sender, TaskkitTask):
+        final_failure.send(sender=sender, task_id=task_id, exc=exception, args=args, kwargs=kwargs, einfo=einfo)
+
 
 # Task-class attributes a task may declare, and the policy field each one sets.
 DECLARABLE = {
@@ -123,6 +135,7 @@ class TaskkitTask(Task):
         self._policy()
         if not self.app.conf.task_always_eager:
             check_reachable(self.app)
+        token = publishing.set({"app": self.app})  # tells the run-history recorder who sends
         try:
             return super().apply_async(args, kwargs, task_id, **options)
         except EncodeError as exc:
@@ -134,6 +147,8 @@ class TaskkitTask(Task):
             if not isinstance(cause, REDIS_ERRORS):
                 raise
             raise unavailable(self.app, cause) from None
+        finally:
+            publishing.reset(token)
 
     def check_call(self, args: Any, kwargs: Any, options: dict[str, Any]) -> None:
         """Refuse a call that would fail or misbehave later; fills in the queue's priority."""
@@ -200,7 +215,3 @@ class TaskkitTask(Task):
         request.taskkit_progress_at = now
         percent = round(100.0 * done / total, 1) if total else None
         self.update_state(state=PROGRESS, meta={"done": done, "total": total, "percent": percent, **meta})
-
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        # Celery calls on_failure only for a final failure: a retry goes to on_retry.
-        final_failure.send(sender=self, task_id=task_id, exc=exc, args=args, kwargs=kwargs, einfo=einfo)

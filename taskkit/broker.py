@@ -34,7 +34,8 @@ def redis_client(app: Celery) -> Iterator[Any]:
     try:
         if url.startswith("sentinel://"):
             with app.connection_for_write() as conn:
-                yield conn.default_channel.client
+                # a plain client on kombu's pool: keys.py already spells kombu's key prefix
+                yield redis.Redis(connection_pool=conn.default_channel.pool)
             return
         client = app.__dict__.get("_taskkit_redis")
         if client is None:

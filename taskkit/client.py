@@ -19,6 +19,8 @@ def submit(
     priority: int | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    headers: dict[str, Any] | None = None,
+    task_id: str | None = None,
     app: TaskkitApp | None = None,
 ) -> AsyncResult:
     """Queue task `name`. Everything is checked first; on any error nothing is queued.
@@ -26,5 +28,6 @@ def submit(
     Raises UnknownTask, InvalidArguments, UnknownQueue, InvalidOption or BrokerUnavailable.
     """
     app = app or get_app()
-    options = {k: v for k, v in (("queue", queue), ("priority", priority), ("countdown", countdown), ("eta", eta)) if v is not None}
-    return app.task_named(name).apply_async(args=list(args), kwargs=kwargs or {}, **options)
+    given = (("queue", queue), ("priority", priority), ("countdown", countdown), ("eta", eta), ("headers", headers))
+    options = {k: v for k, v in given if v is not None}
+    return app.task_named(name).apply_async(args=list(args), kwargs=kwargs or {}, task_id=task_id, **options)

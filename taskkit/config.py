@@ -13,10 +13,13 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, ScheduleError
+
+if TYPE_CHECKING:
+    from .schedules import ScheduleSpec
 
 ENV_PREFIX = "TASKKIT_"
 CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
@@ -192,6 +195,7 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class HistorySettings:
+    enabled: bool = setting(True, BOOL)  # record every task run's lifecycle in Redis
     max_events: int = setting(1_000_000, COUNT)  # stream length cap (MAXLEN ~)
     max_age: float = setting(7 * 86400.0, DURATION)  # seconds (MINID)
     max_value_bytes: int = setting(4096, COUNT)  # args/kwargs longer than this are cut, marked
@@ -208,6 +212,19 @@ class DevSettings:
     port: int = setting(DEFAULT_DEV_PORT, PORT)
     dir: str = setting(".taskkit/dev", STR)  # data, logs and state of `taskkit dev`
     concurrency: int = setting(2, COUNT)
+
+
+@dataclass(frozen=True)
+class BeatSettings:
+    """The beat process: how often it looks at Redis, and how soon a standby takes over."""
+
+    # Longest sleep between ticks, seconds: a runtime edit takes effect within this.
+    max_interval: float = setting(5.0, DURATION)
+    # The active beat renews a Redis lock every tick; a standby beat takes over at most
+    # lock_timeout + max_interval after the active one dies. Shorter: faster takeover, but
+    # a beat that stalls longer than this (swap, a long GC, a slow Redis) loses the lock
+    # and stands by while the other sends. At least 2 x max_interval.
+    lock_timeout: float = setting(30.0, DURATION)
 
 
 ROUTE_RETRY_KEYS = ("on", "max_retries", "backoff", "backoff_max", "jitter")
@@ -235,9 +252,11 @@ class Settings:
     history: HistorySettings = field(default_factory=HistorySettings)
     log: LogSettings = field(default_factory=LogSettings)
     dev: DevSettings = field(default_factory=DevSettings)
+    beat: BeatSettings = field(default_factory=BeatSettings)
     queues: Mapping[str, int] = field(default_factory=lambda: dict(BUILTIN_QUEUES))
     routes: tuple[Route, ...] = ()
     celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, last word
+    schedules: Mapping[str, ScheduleSpec] = field(default_factory=dict)  # [schedules.NAME]: synced by beat
     source: str = "defaults"
 
     @property
@@ -267,6 +286,7 @@ _SECTION_CLASSES = {
     "history": HistorySettings,
     "log": LogSettings,
     "dev": DevSettings,
+    "beat": BeatSettings,
 }
 
 
@@ -359,8 +379,10 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
     queues = _queues(data.get("queues", {}), source)
     routes = _routes(data.get("routes", []), queues, source)
     celery = _celery(data.get("celery", {}), source)
-    settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, source=source)
+    schedules = _schedules(data.get("schedules", {}), queues, source)
+    settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, schedules=schedules, source=source)
     _check_limits(settings)
+    _check_beat(settings)
     return settings
 
 
@@ -417,6 +439,40 @@ def _celery(raw: Any, source: str) -> dict[str, Any]:
         if key not in DEFAULTS:
             raise ConfigError(f"celery.{key}", raw[key], "a Celery setting name (lowercase, e.g. worker_concurrency)", source=source)
     return dict(raw)
+
+
+def _schedules(raw: Any, queues: Mapping[str, int], source: str) -> dict[str, ScheduleSpec]:
+    """[schedules.NAME] tables, checked like runtime schedules (task names are checked by beat)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("schedules", raw, "a table of [schedules.NAME] tables", source=source)
+    if not raw:
+        return {}
+    from .schedules import parse_spec  # celery's cron parser; loaded only when schedules are declared
+
+    out = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"schedules.{name}", spec, "a table with task and one of every, cron or at", source=source)
+        try:
+            # past_ok: a one-off stays valid in the file after it has run
+            out[name] = parse_spec(name, spec, past_ok=True)
+        except ScheduleError as exc:
+            raise ConfigError(f"schedules.{name}.{exc.field}", exc.value, exc.expected, source=source) from None
+        if out[name].queue is not None and out[name].queue not in queues:
+            raise ConfigError(f"schedules.{name}.queue", out[name].queue, f"a declared queue ({', '.join(queues)})", source=source)
+    return out
+
+
+def _check_beat(s: Settings) -> None:
+    if s.beat.max_interval <= 0:
+        raise ConfigError("beat.max_interval", s.beat.max_interval, "a duration > 0", source=s.source)
+    if s.beat.lock_timeout < 2 * s.beat.max_interval:
+        raise ConfigError(
+            "beat.lock_timeout",
+            s.beat.lock_timeout,
+            f"at least 2 x beat.max_interval ({2 * s.beat.max_interval:g}s), or the lock lapses between ticks",
+            source=s.source,
+        )
 
 
 def _check_limits(s: Settings) -> None:

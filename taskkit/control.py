@@ -1,33 +1,43 @@
-"""Workers and queues, seen from outside: ping, depth, health."""
+"""Workers and queues, seen from outside: health, queues with their consumers, and the
+worker remote-control commands (inspect, revoke, rate limits, pool size, pause/resume).
+
+Every worker call goes through Celery's Control/Inspect broadcast with a timeout and
+returns {"replies": {worker: reply}, "missing": [worker], "errors": {worker: message}}:
+`missing` names the requested destinations that did not answer within the timeout, and
+`errors` the workers that answered with an error. A call addressed to named workers
+returns as soon as they have all answered; one addressed to every worker waits for the
+whole timeout, since nobody knows how many workers there are.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from .app import TaskkitApp
-from .broker import redis_client
+from celery.app.control import flatten_reply
+from celery.platforms import signals
+from celery.utils.time import rate
 
-PING_TIMEOUT = 1.0  # seconds to wait for workers' replies
+from . import queues
+from .app import TaskkitApp
+from .broker import REDIS_ERRORS, check_reachable, redis_client, unavailable
+from .errors import InvalidControlOption
+from .queues import QueueInfo, queue_depths
+
+PING_TIMEOUT = 1.0  # seconds to wait for workers' replies to a ping
+CONTROL_TIMEOUT = 1.0  # seconds to wait for workers' replies to any other command
+REPLY_POLL = 0.1  # seconds per BRPOP for replies, so a call ends (and its connection closes) near its timeout
+INSPECT_COMMANDS = ("ping", "stats", "active", "reserved", "scheduled", "registered", "active_queues", "revoked")
+
+Destination = str | Sequence[str] | None
 
 
 def ping(app: TaskkitApp, *, timeout: float = PING_TIMEOUT) -> dict[str, bool]:
     """Worker hostname → answered. Workers that do not answer within `timeout` are absent."""
-    replies = app.control.ping(timeout=timeout) or []
-    return {host: reply.get("ok") == "pong" for r in replies for host, reply in r.items()}
-
-
-def queue_depths(app: TaskkitApp) -> dict[str, int]:
-    """Waiting messages per declared queue, every priority level counted, in one round trip."""
-    names = list(app.topology.queues)
-    with redis_client(app) as client:
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            for key in app.keys.queue_levels(name):
-                pipe.llen(key)
-        counts = pipe.execute()
-    levels = len(counts) // len(names)
-    return {name: sum(counts[i * levels : (i + 1) * levels]) for i, name in enumerate(names)}
+    replies = inspect(app, "ping", timeout=timeout)["replies"]
+    return {host: isinstance(reply, dict) and reply.get("ok") == "pong" for host, reply in replies.items()}
 
 
 def health(app: TaskkitApp) -> dict[str, Any]:
@@ -44,3 +54,197 @@ def health(app: TaskkitApp) -> dict[str, Any]:
         "backlog": depths,
         "backlog_total": sum(depths.values()),
     }
+
+
+# ---------------------------------------------------------------- the broadcast
+
+
+def _destination(destination: Destination) -> list[str] | None:
+    names = [destination] if isinstance(destination, str) else list(destination or ())
+    names = [n.strip() for name in names for n in name.split(",") if n.strip()]
+    return names or None
+
+
+def _call(app: TaskkitApp, call: Callable[..., Any], destination: Destination, timeout: float) -> dict[str, Any]:
+    """Run one Celery broadcast and sort the answers into replies, missing and errors."""
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise InvalidControlOption("timeout", timeout, "expected seconds > 0")
+    names = _destination(destination)
+    check_reachable(app)  # a dead Redis is an error within broker.timeout, not a retry loop
+    try:
+        # A connection of its own, closed after: on a pooled one, a broadcast to all workers
+        # leaves a BRPOP for replies in flight that swallows the next call's replies.
+        with app.connection_for_write(transport_options={"polling_interval": REPLY_POLL}) as conn:
+            raw = call(destination=names, timeout=timeout, connection=conn)
+    except REDIS_ERRORS as exc:
+        raise unavailable(app, exc) from None
+    # Inspect already merges the per-worker answers; Control returns [{worker: reply}, ...]
+    replies = dict(raw or {}) if isinstance(raw, dict) else flatten_reply(raw or [])
+    errors = {w: str(r["error"]) for w, r in replies.items() if isinstance(r, dict) and "error" in r}
+    return {"replies": replies, "missing": sorted(set(names or ()) - set(replies)), "errors": errors}
+
+
+def _control(app: TaskkitApp, method: str, *args: Any, destination: Destination, timeout: float, **kwargs: Any) -> dict[str, Any]:
+    command = getattr(app.control, method)
+    return _call(app, lambda **to: command(*args, reply=True, **to, **kwargs), destination, timeout)
+
+
+def inspect(app: TaskkitApp, what: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """Ask workers (all, or `destination`) for one of INSPECT_COMMANDS: stats, active tasks, ….
+
+    `registered` lists task names with their rate limits; `active_queues` the queues each
+    worker consumes; `scheduled` the ETA/countdown tasks a worker holds.
+    """
+    if what not in INSPECT_COMMANDS:
+        raise InvalidControlOption("what", what, f"one of {', '.join(INSPECT_COMMANDS)}")
+    return _call(app, lambda **to: getattr(app.control.inspect(**to), what)(), destination, timeout)
+
+
+def workers(app: TaskkitApp, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """One row per worker: pool size, prefetch, active/reserved/scheduled tasks, queues, uptime.
+
+    Asks for stats first (all workers wait the timeout), then only the workers that answered,
+    so the four follow-up calls return as soon as those have answered.
+    """
+    out = inspect(app, "stats", destination=destination, timeout=timeout)
+    stats = out["replies"]
+    found = sorted(stats)
+    follow_ups = ("active_queues", "active", "reserved", "scheduled") if found else ()  # no destination would mean everyone
+    details = {what: inspect(app, what, destination=found, timeout=timeout) for what in follow_ups}
+    rows = {}
+    for name in found:
+        pool = stats[name].get("pool") or {}
+        got = {what: details[what]["replies"].get(name) for what in follow_ups}
+        rows[name] = {
+            "pool": len(pool.get("processes") or ()) or pool.get("max-concurrency"),
+            "max_concurrency": pool.get("max-concurrency"),
+            "prefetch_count": stats[name].get("prefetch_count"),
+            "active": _count(got["active"]),
+            "reserved": _count(got["reserved"]),
+            "scheduled": _count(got["scheduled"]),
+            "queues": sorted(q["name"] for q in got["active_queues"] or ()),
+            "processed": sum((stats[name].get("total") or {}).values()),
+            "uptime": stats[name].get("uptime"),
+            "pid": stats[name].get("pid"),
+        }
+    missing = set(out["missing"]).union(*(d["missing"] for d in details.values()))
+    return {"replies": rows, "missing": sorted(missing), "errors": out["errors"]}
+
+
+def _count(reply: Any) -> int | None:
+    return len(reply) if isinstance(reply, list) else None  # None: this call got no answer
+
+
+def queue_info(app: TaskkitApp, *, consumers: bool = True, timeout: float = CONTROL_TIMEOUT) -> list[QueueInfo]:
+    """Every declared queue: waiting per priority level, unacked, scheduled, and its consumers.
+
+    The Redis part is one pipelined round trip for all queues. Consumers come from the
+    workers' active_queues (one broadcast that waits `timeout`); consumers=False skips it.
+    """
+    counts = queues.queue_counts(app)
+    if not consumers:
+        return counts
+    by_queue: dict[str, list[str]] = {}
+    for worker, active in inspect(app, "active_queues", timeout=timeout)["replies"].items():
+        for q in active or ():
+            by_queue.setdefault(q["name"], []).append(worker)
+    return [replace(info, consumers=tuple(sorted(by_queue.get(info.name, ())))) for info in counts]
+
+
+# ---------------------------------------------------------------- commands
+
+
+def revoke(
+    app: TaskkitApp,
+    ids: str | Sequence[str] = (),
+    *,
+    task_name: str | None = None,
+    terminate: bool = False,
+    signal: str = "TERM",
+    destination: Destination = None,
+    timeout: float = CONTROL_TIMEOUT,
+) -> dict[str, Any]:
+    """Revoke tasks by id, or every message of `task_name` waiting or held by a worker now.
+
+    Workers drop a revoked task when it reaches them; `terminate` also kills the pool
+    process running it (with `signal`). Workers remember revoked ids in memory, so only
+    workers that answer (and workers that start later and sync with them) honour it.
+    Returns the broadcast result plus "ids", the ids revoked.
+    """
+    sig = "SIG" + str(signal).upper().removeprefix("SIG")
+    try:
+        signals.signum(sig)
+    except (AttributeError, TypeError):
+        raise InvalidControlOption("signal", signal, "a signal name such as TERM or KILL") from None
+    found = [ids] if isinstance(ids, str) else list(ids)
+    if task_name is not None:
+        app.task_named(task_name)  # UnknownTask, with suggestions, for a typo
+        found += queues.find_ids(app, task_name)
+        if terminate:  # a task that does not ack late is in no Redis key while it runs
+            running = inspect(app, "active", destination=destination, timeout=timeout)["replies"]
+            found += [t["id"] for tasks in running.values() for t in tasks or () if t.get("name") == task_name]
+    elif not found:
+        raise InvalidControlOption("ids", ids, "give task ids or a task name")
+    found = list(dict.fromkeys(found))
+    if not found:
+        return {"ids": [], "replies": {}, "missing": [], "errors": {}}
+    result = _control(app, "revoke", found, terminate=terminate, signal=sig, destination=destination, timeout=timeout)
+    return {"ids": found, **result}
+
+
+def rate_limit(
+    app: TaskkitApp, task_name: str, limit: str | float | None, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT
+) -> dict[str, Any]:
+    """Set a task's rate limit on the workers ("10/s", "100/m", "5/h", tasks per second as a
+    number; None or 0 removes it). Each worker enforces it for its own process pool."""
+    app.task_named(task_name)
+    try:
+        rate(limit)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidControlOption("rate_limit", limit, 'expected a rate such as "10/s", "100/m" or "5/h", or 0 for none') from None
+    value = str(limit) if limit else None
+    return _control(app, "rate_limit", task_name, value, destination=destination, timeout=timeout)
+
+
+def _positive(name: str, n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InvalidControlOption(name, n, "expected a whole number ≥ 1")
+    return n
+
+
+def pool_grow(app: TaskkitApp, n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """Add `n` processes to the workers' pools (refused by autoscaling workers)."""
+    return _control(app, "pool_grow", _positive("n", n), destination=destination, timeout=timeout)
+
+
+def pool_shrink(app: TaskkitApp, n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """Remove `n` processes from the workers' pools (refused by autoscaling workers)."""
+    return _control(app, "pool_shrink", _positive("n", n), destination=destination, timeout=timeout)
+
+
+def autoscale(
+    app: TaskkitApp, maximum: int, minimum: int = 0, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT
+) -> dict[str, Any]:
+    """Set the autoscale range of workers started with --autoscale; others answer an error."""
+    _positive("maximum", maximum)
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or not 0 <= minimum <= maximum:
+        raise InvalidControlOption("minimum", minimum, f"expected a whole number from 0 to maximum ({maximum})")
+    return _control(app, "autoscale", maximum, minimum, destination=destination, timeout=timeout)
+
+
+def pause(app: TaskkitApp, queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """Stop workers (all, or `destination`) taking messages from `queue`; running tasks finish.
+
+    Messages keep waiting in Redis. The worker cancels its consumer just after it answers.
+    """
+    queues.check_queue(app, queue)
+    return _control(app, "cancel_consumer", queue, destination=destination, timeout=timeout)
+
+
+def resume(app: TaskkitApp, queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    """Make workers (all, or `destination`) consume `queue` again, as declared in taskkit.toml.
+
+    A worker that never consumed the queue starts to.
+    """
+    queues.check_queue(app, queue)
+    return _control(app, "add_consumer", queue, destination=destination, timeout=timeout)

@@ -62,3 +62,50 @@ class InvalidOption(TaskkitError):
 
 class DevStackError(TaskkitError):
     """The local stack cannot start, stop or be found."""
+
+
+class UnknownRun(TaskkitError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no recorded run {task_id!r} (older than history.max_age, or never recorded)")
+
+
+class InvalidControlOption(TaskkitError):
+    """An option of a queue or worker command (count, rate, pool size, timeout) refused before anything is sent."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        self.option, self.value, self.reason = option, value, reason
+        super().__init__(f"{option}={value!r}: {reason}; nothing was sent")
+
+
+class ScheduleError(TaskkitError):
+    """A schedule refused before anything was stored: which field, its value, what was expected."""
+
+    def __init__(self, name: str, field: str, value: object, expected: str) -> None:
+        self.name, self.field, self.value, self.expected = name, field, value, expected
+        super().__init__(f"schedule {name!r}: {field}={value!r}: expected {expected}; nothing was stored")
+
+
+class UnknownSchedule(TaskkitError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name, self.known = name, sorted(known)
+        super().__init__(f"unknown schedule {name!r}{_suggest(name, self.known)} (`taskkit schedules list` shows them)")
+
+
+class UnknownDeadLetter(TaskkitError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no dead letter {task_id!r} (`taskkit dlq list` shows them)")
+
+
+class AlreadyReplayed(TaskkitError):
+    def __init__(self, done: dict[str, str]) -> None:
+        self.done = done
+        ids = ", ".join(f"{k} (as {v})" for k, v in done.items())
+        super().__init__(f"already replayed: {ids}; replay again with force (--force)")
+
+
+class ReplayInProgress(TaskkitError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"dead letter {task_id} is being replayed by another process; retry after its claim lease (60 s) or use force")

@@ -7,7 +7,12 @@ those libraries document, and spells them nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from kombu.transport.redis import Channel
+from redbeat.schedulers import ensure_conf
 
 from .config import PRIORITIES
 
@@ -18,24 +23,34 @@ RESULT_PREFIX = "celery-task-meta-"  # Celery's Redis result backend
 class Keys:
     """Key names for one deployment.
 
-    kombu's `global_keyprefix` (if set under [celery] broker_transport_options) is added
-    by kombu's own Redis client, which is the client taskkit reads queues with.
+    kombu's names are given in full, with kombu's `global_keyprefix`, `sep` and
+    `unacked_key` from the broker transport options (`[celery] broker_transport_options`),
+    so a plain Redis client reads exactly the keys kombu writes. kombu's own prefixing
+    client is no help here: it leaves LRANGE and HVALS unprefixed.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, transport_options: Mapping[str, Any] | None = None) -> None:
         self.prefix = prefix
+        options = transport_options or {}
+        self.kombu_prefix: str = options.get("global_keyprefix") or ""
+        self._sep: str = options.get("sep") or PRIORITY_SEP
+        self._unacked: str = options.get("unacked_key") or Channel.unacked_key
 
     def own(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    # ---- kombu's queue lists (read only)
+    # ---- kombu's queue lists and unacked hash (read only)
 
     def queue(self, name: str, priority: int = 0) -> str:
         """The Redis list holding messages of one queue at one priority level."""
-        return f"{name}{PRIORITY_SEP}{priority}" if priority else name
+        return self.kombu_prefix + (f"{name}{self._sep}{priority}" if priority else name)
 
     def queue_levels(self, name: str) -> list[str]:
         return [self.queue(name, p) for p in PRIORITIES]
+
+    def unacked(self) -> str:
+        """kombu's hash of delivered, unacknowledged messages: tag → [message, exchange, routing key]."""
+        return self.kombu_prefix + self._unacked
 
     # ---- Celery's results (read only)
 
@@ -47,3 +62,45 @@ class Keys:
     def redbeat_prefix(self) -> str:
         """celery-redbeat's key prefix: schedule entries, the due-time sorted set, the lock."""
         return self.own("redbeat") + ":"
+
+    def runs(self) -> str:
+        """The run-history stream: one entry per lifecycle event of every task run."""
+        return self.own("runs")
+
+    def run_index(self, task_id: str) -> str:
+        """Stream id of the event that carries a run's original arguments (for rerun)."""
+        return self.own("run", task_id)
+
+    def deadletter(self, task_id: str) -> str:
+        """One dead letter: the failed message, its error and its replay state (a hash)."""
+        return self.own("dlq", "entry", task_id)
+
+    def deadletter_queue(self, queue: str) -> str:
+        """Dead letters of one queue, scored by failure time (a sorted set of task ids)."""
+        return self.own("dlq", "queue", queue)
+
+    def deadletter_queues(self) -> str:
+        """The queues that have dead letters (a set)."""
+        return self.own("dlq", "queues")
+
+
+@dataclass(frozen=True)
+class RedBeatKeys:
+    """celery-redbeat's keys for one app, as redbeat itself names them from `redbeat_prefix()`."""
+
+    prefix: str  # + a schedule's name: its hash (`definition`, `meta`)
+    schedule: str  # sorted set: schedule hash -> next due time, UNIX seconds; < 0 is never due
+    statics: str  # set: the names declared in taskkit.toml at the last sync
+    lock: str  # the active beat's lock (a string with a TTL)
+
+    def entry(self, name: str) -> str:
+        return self.prefix + name  # redbeat: RedBeatSchedulerEntry.generate_key
+
+    def name(self, key: str) -> str:
+        return key[len(self.prefix) :]
+
+
+def redbeat_keys(app: Any) -> RedBeatKeys:
+    """Read through redbeat's config (redbeat_key_prefix, redbeat_lock_key), so the names always match its own."""
+    conf = ensure_conf(app)
+    return RedBeatKeys(prefix=conf.key_prefix, schedule=conf.schedule_key, statics=conf.statics_key, lock=conf.lock_key)

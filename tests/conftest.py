@@ -85,7 +85,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 class Stack:
-    """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers."""
+    """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers and beats."""
 
     def __init__(self, port: int, directory: Path, config: str) -> None:
         self.db = next(_db_numbers)
@@ -100,6 +100,7 @@ class Stack:
         self.app = taskkit.create_app(self.settings)
         self.redis = redis.Redis.from_url(self.url)
         self.workers: list[subprocess.Popen] = []
+        self.beats: list[subprocess.Popen] = []
 
     def start_worker(self, name: str, *, queues: str | None = None, concurrency: int = 2, wait: bool = True) -> subprocess.Popen:
         log = self.dir / f"{name}.log"
@@ -130,11 +131,24 @@ class Stack:
             wait_until(lambda: self.app.control.ping(destination=[hostname], timeout=0.3), 30, f"worker {name}")
         return proc
 
+    def start_beat(self, name: str = "beat", *, wait: bool = True) -> subprocess.Popen:
+        """A real `celery -A taskkit.app beat`; with wait, until it holds the lock (is the active beat)."""
+        log = self.dir / f"{name}.log"
+        argv = [sys.executable, "-m", "celery", "-A", "taskkit.app", "beat", "--loglevel", "INFO", "--logfile", str(log)]
+        proc = subprocess.Popen(
+            argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT
+        )
+        self.beats.append(proc)
+        if wait:
+            wait_until(lambda: log.is_file() and "beat: Acquired lock" in log.read_text(), 30, f"beat {name} to take the lock")
+        return proc
+
     def stop(self) -> None:
-        for proc in self.workers:
+        procs = [*self.beats, *self.workers]  # beats first: nothing new is sent while workers stop
+        for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
+        for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -148,7 +162,7 @@ class Stack:
 
 @pytest.fixture
 def make_stack(redis_port: int, tmp_path: Path) -> Iterator[Any]:
-    """make_stack(config_toml="") → a fresh Stack; all its workers stop at teardown."""
+    """make_stack(config_toml="") → a fresh Stack; all its workers and beats stop at teardown."""
     stacks: list[Stack] = []
 
     def make(config: str = "") -> Stack:

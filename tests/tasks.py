@@ -68,8 +68,42 @@ def says(text: str) -> str:
     return text
 
 
+@shared_task(name="tests.fails_until", bind=True)
+def fails_until(self: Any, key: str) -> str:
+    """Counts its runs in `key`; fails until `key:fixed` exists (a dead letter to replay)."""
+    r = _redis()
+    r.incr(key)
+    if not r.exists(f"{key}:fixed"):
+        raise KeyError(f"{key} not fixed yet")
+    return self.request.delivery_info.get("routing_key", "")
+
+
+@shared_task(name="tests.sleeps")
+def sleeps(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
 def _on_final_failure(sender: Any, task_id: str, exc: BaseException, **_: Any) -> None:
     _redis().rpush(f"final:{task_id}", type(exc).__name__)
 
 
 final_failure.connect(_on_final_failure, weak=False)
+
+
+@shared_task(name="tests.blocker", bind=True)
+def blocker(self: Any, key: str, timeout: float = 30) -> str:
+    """Records its start in `key`:started, waits until the test pushes to `key`:go, records `key`:done."""
+    r = _redis()
+    r.rpush(f"{key}:started", f"{self.request.hostname} {os.getpid()}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not r.blpop([f"{key}:go"], 1):  # short waits: the client has a socket timeout
+        pass
+    r.rpush(f"{key}:done", self.request.hostname)
+    return self.request.hostname
+
+
+@shared_task(name="tests.whoami", bind=True)
+def whoami(self: Any, key: str) -> None:
+    """Records "<worker hostname> <time>" in `key`: who ran it, and when."""
+    _redis().rpush(key, f"{self.request.hostname} {time.time()!r}")

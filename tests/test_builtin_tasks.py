@@ -5,6 +5,8 @@ from __future__ import annotations
 import taskkit
 from taskkit.tasks import science
 
+from .conftest import wait_until
+
 
 def test_health_reports_latency_workers_and_backlog(shared_stack):
     report = taskkit.submit("taskkit.ops.health", app=shared_stack.app).get(timeout=15)
@@ -34,3 +36,17 @@ def test_sweep_fans_out_and_gathers_a_dataframe(shared_stack):
     # a higher R0 infects more people
     assert frame.loc[(0.4, 0.1), "attack_rate"] > frame.loc[(0.2, 0.2), "attack_rate"]
     assert seen[-1] == (4, 4)
+
+
+def test_report_task_summarises_the_history(shared_stack):
+    res = taskkit.submit("tests.add", args=[1, 2], app=shared_stack.app)
+    res.get(timeout=10)
+    # the worker writes its events within ~50 ms of the task ending
+    def recorded():
+        table = taskkit.runs.runs(shared_stack.app)
+        return "SUCCESS" in set(table[table["id"] == res.id]["state"])
+
+    wait_until(recorded, 5, "the run's events")
+    report = taskkit.submit("taskkit.ops.report", kwargs={"since": "1h"}, app=shared_stack.app).get(timeout=15)
+    assert set(report) == {"window", "tasks", "top_exceptions"}
+    assert any(t["task"] == "tests.add" and t["runs"] >= 1 for t in report["tasks"])

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import TaskkitError
-from . import config, dev, routes, tasks
+from . import config, dev, dlq, history, queues, routes, schedules, tasks, workers
 from .common import CliContext
 
 
@@ -36,5 +36,15 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = CliContext(config_path)
 
 
-for command in (*dev.commands, *tasks.commands, *routes.commands, *config.commands):
+for command in (
+    *dev.commands,
+    *tasks.commands,
+    *routes.commands,
+    *config.commands,
+    *history.commands,
+    *dlq.commands,
+    *queues.commands,
+    *workers.commands,
+    *schedules.commands,
+):
     main.add_command(command)

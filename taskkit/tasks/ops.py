@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import current_app, shared_task
 
-from .. import control, results
+from .. import control, reports, results
 
 
 @shared_task(name="taskkit.ops.health")
@@ -19,3 +19,9 @@ def health() -> dict[str, Any]:
 def cleanup_results(older_than: float | None = None) -> dict[str, int]:
     """Delete results stored without a TTL and older than `older_than` seconds."""
     return results.cleanup_results(current_app, older_than=older_than)
+
+
+@shared_task(name="taskkit.ops.report")
+def report(since: str = "24h") -> dict[str, Any]:
+    """Per-task counts, failure and retry rates, runtime and wait percentiles, top exceptions."""
+    return reports.summary(current_app, since=since)

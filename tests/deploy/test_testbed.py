@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
-from testbed import Testbed, proc_start
+from testbed import Testbed, is_running
 
 pytestmark = pytest.mark.deploy
 
@@ -27,7 +27,8 @@ if not shutil.which("systemd-nspawn") and not shutil.which("apt-get"):
 
 @pytest.fixture(scope="module")
 def testbed():
-    with Testbed(hosts=2, groups={"redis": ["tk1"], "workers": ["tk2"]}, name="tktest") as tb:
+    # A name of its own, so a concurrent run (another checkout, CI) never meets this one.
+    with Testbed(hosts=2, groups={"redis": ["tk1"], "workers": ["tk2"]}, name=f"tkt{os.getpid()}") as tb:
         yield tb
 
 
@@ -36,6 +37,14 @@ def test_hosts_boot_systemd_as_pid1(testbed: Testbed) -> None:
         assert testbed.ssh(host, "cat /proc/1/comm", check=True).stdout.strip() == "systemd"
         state = testbed.ssh(host, "timeout 120 systemctl is-system-running --wait").stdout.strip()
         assert state in {"running", "degraded"}, f"{host}: {state}"
+
+
+def test_hosts_have_separate_cgroup_trees(testbed: Testbed) -> None:
+    # Shared trees made units fail at random (status=219/CGROUP) as hosts removed each other's cgroups.
+    testbed.ssh("tk1", "systemd-run --unit=tk-probe sleep 600", check=True)
+    assert testbed.ssh("tk1", "find /sys/fs/cgroup -name tk-probe.service").stdout
+    assert testbed.ssh("tk2", "find /sys/fs/cgroup -name tk-probe.service").stdout == ""
+    testbed.ssh("tk1", "systemctl stop tk-probe", check=True)
 
 
 def test_hosts_reach_each_other_by_name(testbed: Testbed) -> None:
@@ -74,6 +83,7 @@ def test_teardown_leaves_nothing(testbed: Testbed) -> None:
         assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0, link
     for table in ("nat", "filter"):
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        assert "taskkit-testbed:tktest" not in rules
-    assert [p for p in state["procs"] if proc_start(p["pid"]) == p["start"]] == []
+        assert f"taskkit-testbed:{testbed.name}" not in rules
+    assert not [p for p in state["procs"] if is_running(p)]
+    assert not [cgroup for cgroup in state["cgroups"] if Path(cgroup).exists()]
     assert not testbed.state_dir.exists()

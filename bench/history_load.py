@@ -1,0 +1,110 @@
+"""Time to load the run history into pandas: N events → events() and runs() DataFrames.
+
+Writes N realistic events (sent/received/started/succeeded for N/4 runs, with arguments)
+through taskkit's own recorder into a fresh redis-server on a free port, then times
+reading them back. Baseline side by side: the same rows read the obvious way, XRANGE
+into a list of dicts and then a DataFrame.
+
+    python bench/history_load.py [-n 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pandas as pd
+import redis
+
+import taskkit
+from taskkit import runs
+from taskkit.config import load_settings
+from taskkit.recorder import FIELDS, SEP, recorder_for
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1_000_000, help="events to write and read")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="taskkit-bench-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        r = redis.Redis.from_url(url)
+        while True:
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        env = {"TASKKIT_BROKER_URL": url, "TASKKIT_HISTORY_MAX_EVENTS": str(args.n * 2)}
+        app = taskkit.create_app(load_settings(env={**os.environ, **env}))
+        rec = recorder_for(app)
+        start = time.perf_counter()
+        for i in range(args.n // 4):
+            task_id = str(uuid.uuid4())
+            common = {"task": "reports.build", "id": task_id, "queue": "default", "priority": 5}
+            rec.record("sent", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, attempt=1, **common)
+            rec.record("received", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, worker="w1@host", attempt=1, **common)
+            rec.record("started", worker="w1@host", attempt=1, **common)
+            rec.record("succeeded", worker="w1@host", attempt=1, result_size=120, **common)
+            if i % 5000 == 0:
+                rec.flush()
+        rec.flush()
+        write_s = time.perf_counter() - start
+        n = r.xlen(app.keys.runs())
+
+        start = time.perf_counter()
+        events = runs.events(app)
+        events_s = time.perf_counter() - start
+        start = time.perf_counter()
+        table = runs.runs(app)
+        runs_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        rows, last = [], "-"
+        while page := r.xrange(app.keys.runs(), min=last, count=50_000):
+            rows.extend(dict(zip(FIELDS, fields[b"v"].decode().split(SEP), strict=True)) for _, fields in page)
+            last = b"(" + page[-1][0]
+        naive = pd.DataFrame(rows)
+        naive_s = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait()
+
+    print(f"\n{n:,} events ({len(table):,} runs) in the run-history stream\n")
+    print(f"{'':42} {'seconds':>8} {'events/s':>12}")
+    print(f"{'write (recorder, batched)':42} {write_s:>8.2f} {n / write_s:>12,.0f}")
+    print(f"{'events() -> DataFrame (typed columns)':42} {events_s:>8.2f} {n / events_s:>12,.0f}")
+    print(f"{'runs() -> one row per run':42} {runs_s:>8.2f} {n / runs_s:>12,.0f}")
+    print(f"{'baseline: XRANGE -> dicts -> DataFrame':42} {naive_s:>8.2f} {n / naive_s:>12,.0f}   (untyped)")
+    print(f"{'ratio events() / baseline':42} {events_s / naive_s:>8.2f}")
+    assert len(events) == len(naive) == n, (len(events), len(naive), n)
+
+
+if __name__ == "__main__":
+    main()

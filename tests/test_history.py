@@ -1,0 +1,227 @@
+"""Run history against a real Redis and two real workers: recorded, read, trimmed, re-run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from celery import Celery
+
+import taskkit
+from taskkit import runs
+
+from .conftest import wait_until
+
+HISTORY = """
+[retry]
+backoff = 0.2
+jitter = false
+[history]
+max_value_bytes = 64
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(redis_port, tmp_path_factory):
+    from .conftest import Stack
+
+    s = Stack(redis_port, tmp_path_factory.mktemp("history"), HISTORY)
+    s.start_worker("h1", concurrency=1)
+    s.start_worker("h2", concurrency=1)
+    yield s
+    s.stop()
+
+
+def run_row(stack, task_id, state, timeout=15):
+    def probe():
+        df = runs.runs(stack.app)
+        row = df[df["id"] == task_id]
+        return [row.iloc[0]] if len(row) and row.iloc[0]["state"] == state else None
+
+    return wait_until(probe, timeout, f"run {task_id} in state {state}", interval=0.1)[0]
+
+
+def test_success_is_recorded_with_timings(stack):
+    res = taskkit.submit("tests.slow_once", args=["hist-ok", 0.5], app=stack.app)
+    res.get(timeout=10)
+    row = run_row(stack, res.id, "SUCCESS")
+    assert row["task"] == "tests.slow_once" and row["queue"] == "default" and row["priority"] == 5
+    assert row["worker"].split("@")[0] in ("h1", "h2") and row["attempts"] == 1
+    assert 0.5 <= row["runtime"] < 2.0  # it slept 0.5 s
+    assert 0 <= row["queue_wait"] < 2.0
+    ev = runs.events(stack.app, task="tests.slow_once")
+    mine = ev[ev["id"] == res.id]
+    assert list(mine["event"]) == ["sent", "received", "started", "succeeded"]
+    assert json.loads(mine.iloc[0]["args"]) == ["hist-ok", 0.5] and mine.iloc[-1]["result_size"] > 0
+    assert str(mine["ts"].dtype) == "datetime64[ns, UTC]" and mine["event"].dtype == "category"
+
+
+def test_retry_then_success_and_failure(stack):
+    ok = taskkit.submit("tests.flaky", args=["hist-flaky", 2], app=stack.app)
+    bad = taskkit.submit("tests.fails_with", args=["hist-bad", "KeyError"], app=stack.app)
+    assert ok.get(timeout=20) == 3
+    with pytest.raises(KeyError):
+        bad.get(timeout=20)
+    row = run_row(stack, ok.id, "SUCCESS")
+    assert row["attempts"] == 3 and row["exc_type"] == "ValueError"
+    events = runs.events(stack.app, event="retried")
+    assert (events["id"] == ok.id).sum() == 2
+    failed = run_row(stack, bad.id, "FAILURE")
+    assert failed["exc_type"] == "KeyError" and failed["attempts"] == 1
+    tb = runs.events(stack.app, event="failed")
+    assert "KeyError" in tb[tb["id"] == bad.id].iloc[0]["traceback"]
+
+
+def test_revoked_run_is_recorded(stack):
+    res = taskkit.submit("tests.add", args=[1, 1], countdown=3, app=stack.app)
+    stack.app.control.revoke(res.id)
+    row = run_row(stack, res.id, "REVOKED", timeout=20)
+    assert row["task"] == "tests.add"
+
+
+def test_filters_and_window(stack):
+    res = taskkit.submit("tests.add", args=[2, 2], queue="high", app=stack.app)
+    res.get(timeout=10)
+    run_row(stack, res.id, "SUCCESS")
+    assert set(runs.events(stack.app, queue="high")["id"]) >= {res.id}
+    assert res.id not in set(runs.events(stack.app, queue="low")["id"])
+    assert runs.events(stack.app, since="1h")["id"].str.contains(res.id).any()
+    assert runs.events(stack.app, until=time.time() - 3600).empty
+
+
+def test_plain_celery_client_is_recorded_worker_side(stack):
+    plain = Celery("plain", broker=stack.url, backend=stack.url, set_as_current=False)
+    plain.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="default")
+    res = plain.send_task("tests.add", args=[20, 22])
+    assert res.get(timeout=10) == 42
+    row = run_row(stack, res.id, "SUCCESS")
+    assert pd_isna(row["sent_at"]) and row["received_at"] is not None and row["queue_wait"] >= 0
+    plain.close()
+
+
+def pd_isna(value):
+    import pandas as pd
+
+    return pd.isna(value)
+
+
+def test_history_survives_restarting_the_workers(stack):
+    res = taskkit.submit("tests.add", args=[3, 4], app=stack.app)
+    res.get(timeout=10)
+    run_row(stack, res.id, "SUCCESS")
+    stack.stop()
+    stack.workers.clear()
+    stack.app = taskkit.create_app(stack.settings)
+    stack.start_worker("h1", concurrency=1)
+    stack.start_worker("h2", concurrency=1)
+    assert run_row(stack, res.id, "SUCCESS")["task"] == "tests.add"
+
+
+def test_rerun_of_a_failed_task_uses_the_same_arguments(stack):
+    bad = taskkit.submit("tests.fails_with", args=["hist-rerun", "KeyError"], queue="low", priority=7, app=stack.app)
+    with pytest.raises(KeyError):
+        bad.get(timeout=20)
+    run_row(stack, bad.id, "FAILURE")
+    again = runs.rerun(bad.id, app=stack.app)
+    with pytest.raises(KeyError):
+        again.get(timeout=20)
+    row = run_row(stack, again.id, "FAILURE")
+    assert row["rerun_of"] == bad.id and row["queue"] == "low" and row["priority"] == 7
+    assert stack.redis.llen("hist-rerun") == 2  # ran twice, same arguments
+    fixed = runs.rerun(bad.id, args=["hist-rerun", "KeyError"], queue="high", app=stack.app)
+    assert run_row(stack, fixed.id, "FAILURE")["queue"] == "high"
+
+
+def test_long_arguments_are_cut_with_a_marker_and_rerun_refuses(stack):
+    res = taskkit.submit("tests.says", args=["x" * 500], app=stack.app)
+    res.get(timeout=10)
+    run_row(stack, res.id, "SUCCESS")
+    sent = wait_until(
+        lambda: (df := runs.events(stack.app, event="sent"))[df["id"] == res.id].pipe(lambda d: [d] if len(d) else None), 5, "sent"
+    )[0]
+    row = sent.iloc[0]
+    assert row["cut"] and row["args"].endswith("…[cut]") and len(row["args"]) <= 64
+    with pytest.raises(taskkit.TaskkitError, match="were cut"):
+        runs.rerun(res.id, app=stack.app)
+    with pytest.raises(taskkit.UnknownRun):
+        runs.rerun("no-such-id", app=stack.app)
+
+
+def test_retention_trims_by_length(make_stack):
+    small = make_stack("[history]\nmax_events = 100\n")
+    rec = __import__("taskkit.recorder", fromlist=["recorder_for"]).recorder_for(small.app)
+    for i in range(2000):
+        rec.record("sent", task="tests.add", id=f"t{i}", args=[i, i], kwargs={}, index=True)
+    rec.flush()
+    length = small.redis.xlen(small.app.keys.runs())
+    assert 100 <= length < 400  # MAXLEN ~ trims in whole stream nodes
+    assert runs.events(small.app)["id"].iloc[-1] == "t1999"
+
+
+def test_retention_trims_by_age(make_stack):
+    aged = make_stack('[history]\nmax_age = "2s"\n')
+    from taskkit.recorder import recorder_for
+
+    rec = recorder_for(aged.app)
+    for i in range(300):
+        rec.record("sent", task="tests.add", id=f"old{i}")
+    rec.flush()
+    time.sleep(2.5)
+    rec.batches = 0  # the next batch trims by age
+    rec.record("sent", task="tests.add", id="new")
+    rec.flush()
+    ids = set(runs.events(aged.app)["id"])
+    assert "new" in ids and len(ids) < 150  # MINID ~ drops whole nodes of old events
+
+
+def cli(stack, *args):
+    from click.testing import CliRunner
+
+    from taskkit.cli import main
+
+    return CliRunner().invoke(main, ["--config", str(stack.config_path), *args], env={"TASKKIT_BROKER_URL": stack.url})
+
+
+def test_report_summarises_the_window(stack):
+    ok = [taskkit.submit("tests.add", args=[i, i], app=stack.app) for i in range(3)]
+    bad = taskkit.submit("tests.fails_with", args=["hist-report", "KeyError"], app=stack.app)
+    for r in ok:
+        r.get(timeout=10)
+    run_row(stack, bad.id, "FAILURE")
+    run_row(stack, ok[-1].id, "SUCCESS")
+    from taskkit import reports
+
+    summary = reports.summary(stack.app, since="1h")
+    add = next(t for t in summary["tasks"] if t["task"] == "tests.add")
+    assert add["runs"] >= 3 and add["failure_rate"] == 0 and add["runtime_p50"] is not None and add["wait_p99"] >= 0
+    fails = next(t for t in summary["tasks"] if t["task"] == "tests.fails_with")
+    assert fails["failed"] >= 1 and fails["failure_rate"] > 0
+    assert {"task": "tests.fails_with", "exc_type": "KeyError"}.items() <= summary["top_exceptions"][0].items() or any(
+        e["exc_type"] == "KeyError" for e in summary["top_exceptions"]
+    )
+    out = cli(stack, "report", "--since", "1h", "--format", "csv")
+    assert out.exit_code == 0 and out.output.splitlines()[0].startswith("task,runs,succeeded,failed,failure_rate,retry_rate")
+    page = cli(stack, "report", "--since", "1h", "--format", "html").output
+    import xml.etree.ElementTree as ET
+
+    ET.fromstring(page.replace("<!doctype html>", "").replace("<meta charset='utf-8'>", "<meta charset='utf-8'/>"))
+    assert "tests.fails_with" in page
+    assert json.loads(cli(stack, "report", "--since", "1h").output)["tasks"]
+
+
+def test_history_and_rerun_cli(stack):
+    bad = taskkit.submit("tests.fails_with", args=["hist-cli", "KeyError"], app=stack.app)
+    run_row(stack, bad.id, "FAILURE")
+    out = cli(stack, "history", "--since", "10m", "--state", "FAILURE")
+    assert out.exit_code == 0 and bad.id in out.output and "KeyError" in out.output
+    rows = json.loads(cli(stack, "history", "--since", "10m", "--task", "tests.fails_with", "--json").output)
+    assert any(r["id"] == bad.id and r["state"] == "FAILURE" for r in rows)
+    events = json.loads(cli(stack, "history", "--events", "--since", "10m", "--json").output)
+    assert {"sent", "received", "started", "failed"} <= {e["event"] for e in events if e["id"] == bad.id}
+    new_id = cli(stack, "rerun", bad.id).output.strip()
+    assert run_row(stack, new_id, "FAILURE")["rerun_of"] == bad.id
+    out = cli(stack, "rerun", "not-a-run")
+    assert out.exit_code == 1 and "no recorded run" in out.output and len(out.output.strip().splitlines()) == 1
+    out = cli(stack, "history", "--since", "soon")
+    assert out.exit_code == 1 and "expected an age" in out.output
