@@ -45,6 +45,7 @@ FLUSH_INTERVAL = 0.05  # seconds between writes while events keep coming
 BATCH = 2000  # events per script call
 BUFFER_CAP = 100_000  # events kept while Redis is unreachable; older ones are dropped and counted
 TRIM_EVERY = 50  # batches between age trims (MINID)
+WARN_EVERY = 30.0  # seconds between warnings while Redis stays unreachable
 
 # XADD every row (MAXLEN ~ caps the length), remember where each run's arguments are
 # (for rerun), and now and then drop events older than max_age (MINID ~).
@@ -88,6 +89,7 @@ class Recorder:
         self.errors = 0  # failed writes
         self.dropped = 0  # events given up while Redis was unreachable
         self.batches = 0
+        self.warned_at = -WARN_EVERY
         self._script: Any = None
 
     # ------------------------------------------------------------ recording
@@ -132,7 +134,9 @@ class Recorder:
                     while len(self.buffer) > BUFFER_CAP:
                         self.buffer.pop()
                         self.dropped += 1
-                    log.warning("taskkit: run history not written (%s); %d events buffered", exc, len(self.buffer))
+                    if time.monotonic() - self.warned_at > WARN_EVERY:
+                        self.warned_at = time.monotonic()
+                        log.warning("taskkit: run history not written (%s); %d events buffered", exc, len(self.buffer))
                     return
 
     def _write(self, batch: list[tuple[str, str]]) -> None:

@@ -225,3 +225,16 @@ def test_history_and_rerun_cli(stack):
     assert out.exit_code == 1 and "no recorded run" in out.output and len(out.output.strip().splitlines()) == 1
     out = cli(stack, "history", "--since", "soon")
     assert out.exit_code == 1 and "expected an age" in out.output
+
+
+def test_a_redis_hiccup_is_counted_never_raised(tmp_path):
+    from taskkit.config import load_settings
+    from taskkit.recorder import Recorder
+
+    from .conftest import free_port
+
+    app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "TASKKIT_BROKER_TIMEOUT": "0.5"}))
+    rec = Recorder(app)
+    rec.record("started", task="tests.add", id="x")
+    rec.flush()  # Redis is down: no exception reaches the caller
+    assert rec.errors == 1 and len(rec.buffer) == 1  # kept for the next flush

@@ -136,8 +136,14 @@ def test_a_redis_that_never_answers_fails_within_the_timeout():
             conn.close()
 
 
-def test_eager_mode_runs_in_process_without_redis(caplog):
-    app = taskkit.create_app(load_settings(env={"TASKKIT_EAGER": "true", "TASKKIT_BROKER_URL": "redis://127.0.0.1:1/0"}))
+def test_eager_mode_runs_in_process_without_redis(caplog, monkeypatch):
+    import taskkit.app
+
+    monkeypatch.setattr(taskkit.app, "_eager_said", False)
+    with caplog.at_level("WARNING", logger="taskkit.app"):
+        app = taskkit.create_app(load_settings(env={"TASKKIT_EAGER": "true", "TASKKIT_BROKER_URL": "redis://127.0.0.1:1/0"}))
+        taskkit.create_app(load_settings(env={"TASKKIT_EAGER": "true"}))
+    assert [r.message for r in caplog.records].count("taskkit: eager mode: tasks run in this process, without Redis or a worker") == 1
     res = taskkit.submit("taskkit.science.simulate", args=[0.3, 0.1], kwargs={"replicates": 5, "days": 20}, app=app)
     assert res.get()["replicates"] == 5
     with pytest.raises(taskkit.InvalidArguments):  # still checked
