@@ -35,7 +35,7 @@ from celery.beat import PersistentScheduler
 from redbeat.schedulers import acquire_distributed_beat_lock
 
 import taskkit
-from taskkit import schedules
+from taskkit import beat, schedules
 from taskkit.config import load_settings
 from taskkit.keys import redbeat_keys
 
@@ -68,7 +68,7 @@ class Measured:
         return result
 
 
-class TaskkitMeasured(Measured, schedules.Scheduler):
+class TaskkitMeasured(Measured, beat.Scheduler):
     def due_of(self, entry: Any) -> float:
         return entry.due_at.timestamp()  # the due time beat fired it for
 

@@ -100,7 +100,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "imports": (*BUILTIN_TASK_MODULES, *s.imports),
         # Schedules live in Redis (celery-redbeat): editable at run time, one active beat.
         # taskkit's RedBeatScheduler batches each tick and fences its writes with the lock.
-        "beat_scheduler": "taskkit.schedules:Scheduler",
+        "beat_scheduler": "taskkit.beat:Scheduler",
         "beat_max_loop_interval": s.beat.max_interval,  # an edit takes effect within this
         "beat_schedule": {name: spec.beat_entry() for name, spec in s.schedules.items()},  # synced by the active beat
         "redbeat_redis_url": s.broker_url,

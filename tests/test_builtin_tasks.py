@@ -41,6 +41,7 @@ def test_sweep_fans_out_and_gathers_a_dataframe(shared_stack):
 def test_report_task_summarises_the_history(shared_stack):
     res = taskkit.submit("tests.add", args=[1, 2], app=shared_stack.app)
     res.get(timeout=10)
+
     # the worker writes its events within ~50 ms of the task ending
     def recorded():
         table = taskkit.runs.runs(shared_stack.app)

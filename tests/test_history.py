@@ -233,7 +233,9 @@ def test_a_redis_hiccup_is_counted_never_raised(tmp_path):
 
     from .conftest import free_port
 
-    app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "TASKKIT_BROKER_TIMEOUT": "0.5"}))
+    app = taskkit.create_app(
+        load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "TASKKIT_BROKER_TIMEOUT": "0.5"})
+    )
     rec = Recorder(app)
     rec.record("started", task="tests.add", id="x")
     rec.flush()  # Redis is down: no exception reaches the caller
