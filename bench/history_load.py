@@ -5,17 +5,13 @@ through taskkit's own recorder into a fresh redis-server on a free port, then ti
 reading them back. Baseline side by side: the same rows read the obvious way, XRANGE
 into a list of dicts and then a DataFrame.
 
-    python bench/history_load.py [-n 1000000]
+    python -m bench.history_load [-n 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 
@@ -23,6 +19,7 @@ import pandas as pd
 import redis
 
 import taskkit
+from bench.common import redis_server
 from taskkit import runs
 from taskkit.config import load_settings
 from taskkit.recorder import FIELDS, SEP, recorder_for
@@ -32,35 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1_000_000, help="events to write and read")
     args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="taskkit-bench-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
+    with redis_server() as (url, _):
         r = redis.Redis.from_url(url)
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         env = {"TASKKIT_BROKER_URL": url, "TASKKIT_HISTORY_MAX_EVENTS": str(args.n * 2)}
         app = taskkit.create_app(load_settings(env={**os.environ, **env}))
         rec = recorder_for(app)
@@ -92,9 +62,6 @@ def main() -> None:
             last = b"(" + page[-1][0]
         naive = pd.DataFrame(rows)
         naive_s = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait()
 
     print(f"\n{n:,} events ({len(table):,} runs) in the run-history stream\n")
     print(f"{'':42} {'seconds':>8} {'events/s':>12}")

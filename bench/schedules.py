@@ -9,7 +9,7 @@ tick(), sleep what it returns. Measured per scheduler:
 - tick cost: wall time of each tick() call, sends included;
 - send lag: for each send, from its due time to the moment the message is in Redis.
 
-    python bench/schedules.py [-n 100000] [--every 3600] [--seconds 20]
+    python -m bench.schedules [-n 100000] [--every 3600] [--seconds 20]
 
 Prints one table and taskkit's ratios to Celery's default scheduler (PersistentScheduler).
 """
@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +31,7 @@ from celery.beat import PersistentScheduler
 from redbeat.schedulers import acquire_distributed_beat_lock
 
 import taskkit
+from bench.common import redis_server
 from taskkit import beat, schedules
 from taskkit.config import load_settings
 from taskkit.keys import redbeat_keys
@@ -147,25 +144,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each scheduler runs")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="taskkit-bench-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
     results = {}
-    try:
+    with redis_server() as (url, workdir_name):
+        workdir = Path(workdir_name)
         r = redis.Redis.from_url(url)
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         settings = load_settings(env={"TASKKIT_BROKER_URL": url, **{k: v for k, v in os.environ.items() if k == "TASKKIT_HISTORY_ENABLED"}})
         apps = [taskkit.create_app(settings, main=f"bench-{kind}") for kind in ("taskkit", "celery")]
         for app in apps:
@@ -173,9 +155,6 @@ def main() -> None:
         results["taskkit (redbeat, batched)"] = bench_taskkit(apps[0], args.n, args.every, args.seconds, r)
         r.flushdb()
         results["celery default (Persistent)"] = bench_celery(apps[1], args.n, args.every, args.seconds, workdir)
-    finally:
-        server.terminate()
-        server.wait()
 
     ms = 1000.0
     print(f"\n{args.n} interval schedules, every {args.every:g}s ({args.n / args.every:.1f} due/s), {args.seconds:g}s per scheduler\n")

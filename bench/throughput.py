@@ -10,20 +10,18 @@ worker with the same concurrency:
 
 Rounds rotate the order so machine noise hits all alike; the table shows medians.
 
-    python bench/throughput.py [-n 5000] [--rounds 5] [--concurrency 2]
+    python -m bench.throughput [-n 5000] [--rounds 5] [--concurrency 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import redis
 from celery import Celery
 
 import taskkit
+from bench.common import redis_server
 from taskkit.app import celery_config
 from taskkit.config import load_settings
 from taskkit.keys import Keys
@@ -151,33 +150,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="taskkit-bench-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in VARIANTS}
-    try:
+    with redis_server() as (url, workdir):
+        os.environ["BENCH_REDIS_URL"] = url  # the workers build their apps from it
         r = redis.Redis.from_url(url)
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         apps = build_apps(url)
         for i in range(args.rounds):
             for kind in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:  # rotate the order
                 r.flushdb()
-                results[kind].append(drain(apps, kind, args.n, args.concurrency, r, workdir))
-    finally:
-        server.terminate()
-        server.wait()
+                results[kind].append(drain(apps, kind, args.n, args.concurrency, r, Path(workdir)))
     med = {k: (statistics.median(p for p, _ in v), statistics.median(d for _, d in v)) for k, v in results.items()}
     print(f"\n{args.n} no-op tasks x {args.rounds} rounds, prefork -c {args.concurrency}, results ignored (medians)\n")
     print(f"{'':22} {'publish/s':>10} {'drain/s':>10}")
