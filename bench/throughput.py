@@ -161,9 +161,11 @@ def main() -> None:
                 results[kind].append(drain(apps, kind, args.n, args.concurrency, r, Path(workdir)))
     med = {k: (statistics.median(p for p, _ in v), statistics.median(d for _, d in v)) for k, v in results.items()}
     print(f"\n{args.n} no-op tasks x {args.rounds} rounds, prefork -c {args.concurrency}, results ignored (medians)\n")
-    print(f"{'':22} {'publish/s':>10} {'drain/s':>10}")
+    print(f"{'':22} {'publish/s':>10} {'drain/s':>10}   {'publish range':>15} {'drain range':>13}")
     for kind in VARIANTS:
-        print(f"{kind:22} {med[kind][0]:>10.0f} {med[kind][1]:>10.0f}")
+        pubs, drains = [p for p, _ in results[kind]], [d for _, d in results[kind]]
+        spread = f"{min(pubs):>7.0f}-{max(pubs):<7.0f} {min(drains):>6.0f}-{max(drains):<6.0f}"
+        print(f"{kind:22} {med[kind][0]:>10.0f} {med[kind][1]:>10.0f}   {spread}")
     for label, a, b, target in (
         ("quiet / plain", "quiet", "plain", "taskkit's own overhead, target >= 0.95"),
         ("taskkit / quiet", "taskkit", "quiet", "the run-history recorder, target >= 0.90"),

@@ -28,7 +28,7 @@ from taskkit.config import load_settings
 from taskkit.errors import ConfigError, ScheduleError, UnknownSchedule, UnknownTask
 from taskkit.keys import redbeat_keys
 
-from .conftest import Stack, free_port, wait_until
+from .conftest import Stack, _pings, free_port, wait_until
 
 FAST_BEAT = """
 [beat]
@@ -410,13 +410,6 @@ def aof_redis(tmp_path):
     for proc in procs:
         proc.kill()
         proc.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def test_schedules_and_run_records_survive_a_redis_restart_with_aof(aof_redis, tmp_path):

@@ -1,0 +1,361 @@
+"""The playbooks on three booted Debian 12 hosts: converge, idempotence, check mode, verify,
+a rolling deploy under load, and a clean teardown.
+
+    tk1: redis        tk2: workers        tk3: workers, beat, flower
+
+One testbed for the module; the tests run in file order and build on each other (the last
+one tears the testbed down). The lint tests need no root and run first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
+from testbed import Testbed, is_running
+
+pytestmark = pytest.mark.deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOKS = ROOT / "playbooks"
+BIN = Path(sys.executable).parent  # the venv's ansible-playbook, ansible-vault, taskkit
+GROUPS = {"redis": ["tk1"], "workers": ["tk2", "tk3"], "beat": ["tk3"], "flower": ["tk3"]}
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+TIMES: dict[str, float] = {}  # step -> seconds, printed at the end
+
+TEAM_TASKS = '''
+"""The team's own tasks: installed on the hosts from the wheelhouse, like any task package."""
+
+import socket
+import time
+
+from celery import shared_task
+
+from . import VERSION
+
+
+@shared_task(name="tkteam.where")
+def where() -> dict:
+    return {"host": socket.gethostname(), "version": VERSION}
+
+
+@shared_task(name="tkteam.slow")
+def slow(seconds: float) -> dict:
+    time.sleep(seconds)
+    return {"slept": seconds, "host": socket.gethostname(), "version": VERSION}
+'''
+
+
+def needs_tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed in {BIN}; pip install -e '.[test]'")
+    return str(path)
+
+
+# ---------------------------------------------------------------- lint (no hosts)
+
+
+def test_yamllint_is_clean() -> None:
+    p = subprocess.run([needs_tool("yamllint"), "-s", "."], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_ansible_lint_production_profile_is_clean() -> None:
+    p = subprocess.run([needs_tool("ansible-lint"), "--offline"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert "Profile 'production' was required, and it passed" in p.stdout + p.stderr
+
+
+def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
+    """argument_specs: a wrong type stops the first play, with the variable's name."""
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        f"[all:vars]\nansible_connection=local\nansible_become=false\nansible_python_interpreter={sys.executable}\n"
+        + "".join(f"[{g}]\nlocal1\n" for g in GROUPS)
+    )
+    secrets_vars = "vault_redis_app_password=x vault_redis_monitor_password=x vault_flower_password=x"
+    p = subprocess.run(
+        [
+            needs_tool("ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(PLAYBOOKS / "site.yml"),
+            "-e",
+            "worker_stop_timeout=soon",
+            "-e",
+            secrets_vars,
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(tmp_path / "ansible")},
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "worker_stop_timeout" in out and "Check the variables of each role" in out, out[-3000:]
+    assert "Provision" not in out.split("Check the variables of each role")[1].split("PLAY RECAP")[0], out[-3000:]
+
+
+# ---------------------------------------------------------------- the fleet
+
+
+class Fleet:
+    """The testbed plus what the test generated: vault, variables, the team's package."""
+
+    def __init__(self, tb: Testbed, tmp: Path) -> None:
+        self.tb, self.tmp = tb, tmp
+        self.passwords = {k: secrets.token_hex(16) for k in ("app", "monitor", "flower")}
+        self.team = tmp / "tkteam"
+        self.write_team_package("0.1.0")
+        self.vault_password = tmp / "vault-password"
+        self.vault_password.write_text(secrets.token_hex(24) + "\n")
+        self.vault_password.chmod(0o600)
+        self.vault = tmp / "vault.yml"
+        self.vault.write_text(
+            f"vault_redis_app_password: {self.passwords['app']}\n"
+            f"vault_redis_monitor_password: {self.passwords['monitor']}\n"
+            f"vault_flower_password: {self.passwords['flower']}\n"
+        )
+        subprocess.run(
+            [str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password), str(self.vault)], check=True
+        )
+        assert self.vault.read_text().startswith("$ANSIBLE_VAULT;")
+        self.vars = tmp / "test-vars.yml"
+        self.vars.write_text(
+            textwrap.dedent(f"""\
+                taskkit_packages: ["{self.team}"]
+                taskkit_imports: [tkteam.tasks]
+                taskkit_wheelhouse_cache: "{tmp / "wheelhouse"}"
+                taskkit_limits: {{time_limit: 2m, soft_time_limit: 100s}}
+                taskkit_schedules:
+                  beacon: {{task: taskkit.ops.health, every: 3s}}
+                worker_stop_timeout: 180
+                worker_instances:
+                  - {{name: fast, queues: [critical, high], concurrency: 1, pool: threads}}
+                  - {{name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork}}
+                """)
+        )
+
+    def write_team_package(self, version: str) -> None:
+        pkg = self.team / "tkteam"
+        pkg.mkdir(parents=True, exist_ok=True)
+        (self.team / "pyproject.toml").write_text(
+            f'[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "tkteam"\nversion = "{version}"\ndependencies = ["celery>=5.4"]\n'
+        )
+        (pkg / "__init__.py").write_text(f'VERSION = "{version}"\n')
+        (pkg / "tasks.py").write_text(TEAM_TASKS)
+
+    def playbook(self, name: str, *extra: str, timeout: float = 900) -> tuple[str, dict[str, tuple[int, ...]]]:
+        """Run a playbook inside the lab; return its output and the recap (ok, changed, unreachable, failed)."""
+        argv = [str(BIN / "ansible-playbook"), "-i", str(self.tb.inventory_path), str(PLAYBOOKS / name)]
+        argv += ["-e", f"@{self.vault}", "-e", f"@{self.vars}", "--vault-password-file", str(self.vault_password), *extra]
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PIPELINING": "1",
+            "ANSIBLE_FORKS": "10",
+            "ANSIBLE_HOME": str(self.tmp / "ansible"),
+            "ANSIBLE_LOCAL_TEMP": str(self.tmp / "ansible/tmp"),
+        }
+        t0 = time.monotonic()
+        p = self.tb.run_in_lab(argv, capture_output=True, env=env, timeout=timeout)
+        seconds = time.monotonic() - t0
+        log = self.tmp / f"{name}-{len(TIMES)}.log"
+        log.write_text(p.stdout + p.stderr)
+        recap = {m[1]: tuple(int(x) for x in m.groups()[1:]) for m in RECAP.finditer(p.stdout)}
+        assert p.returncode == 0, f"{name} exited {p.returncode} after {seconds:.0f}s:\n{(p.stdout + p.stderr)[-6000:]}"
+        assert set(recap) == set(self.tb.hosts), recap
+        assert all(r[2] == 0 and r[3] == 0 for r in recap.values()), recap
+        return p.stdout, recap | {"_seconds": (seconds,)}
+
+    def taskkit(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """The controller's `taskkit`, inside the lab, pointed at tk1's Redis with the hosts' config."""
+        env = {
+            **os.environ,
+            "TASKKIT_CONFIG": str(self.tmp / "controller.toml"),
+            "TASKKIT_BROKER_PASSWORD": self.passwords["app"],
+            "PYTHONPATH": str(self.team),
+        }
+        return self.tb.run_in_lab([str(BIN / "taskkit"), *args], capture_output=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory):
+    if os.geteuid() != 0:
+        pytest.skip("the testbed needs root (network namespaces, systemd-nspawn, iptables)")
+    if not shutil.which("systemd-nspawn") and not shutil.which("apt-get"):
+        pytest.skip("systemd-nspawn is missing and there is no apt-get to install it")
+    needs_tool("ansible-playbook")
+    t0 = time.monotonic()
+    tmp = tmp_path_factory.mktemp("playbooks")
+    with Testbed(hosts=3, groups=GROUPS, name=f"tkp{os.getpid() % 100000}") as tb:
+        TIMES["boot"] = time.monotonic() - t0
+        yield Fleet(tb, tmp)
+    TIMES["module"] = time.monotonic() - t0
+    print("\n" + "\n".join(f"  {k:<12} {v:6.1f} s" for k, v in TIMES.items()), file=sys.stderr)
+
+
+def changed(recap: dict) -> dict[str, int]:
+    return {h: r[1] for h, r in recap.items() if not h.startswith("_")}
+
+
+def test_site_converges(fleet: Fleet) -> None:
+    _out, recap = fleet.playbook("site.yml")
+    TIMES["converge"] = recap["_seconds"][0]
+    assert all(n > 0 for n in changed(recap).values()), recap
+    (fleet.tmp / "controller.toml").write_text(fleet.tb.ssh("tk2", "cat /etc/taskkit/taskkit.toml", check=True).stdout)
+
+
+def test_second_run_changes_nothing(fleet: Fleet) -> None:
+    out, recap = fleet.playbook("site.yml")
+    TIMES["idempotence"] = recap["_seconds"][0]
+    assert changed(recap) == dict.fromkeys(fleet.tb.hosts, 0), [line for line in out.splitlines() if line.startswith("changed:")]
+
+
+def test_check_mode_reports_no_change(fleet: Fleet) -> None:
+    out, recap = fleet.playbook("site.yml", "--check", "--diff")
+    TIMES["check"] = recap["_seconds"][0]
+    assert changed(recap) == dict.fromkeys(fleet.tb.hosts, 0), [line for line in out.splitlines() if line.startswith("changed:")]
+
+
+def test_services_are_active_where_declared(fleet: Fleet) -> None:
+    units = {
+        "tk1": ["redis-server"],
+        "tk2": ["taskkit-worker@fast", "taskkit-worker@bulk"],
+        "tk3": ["taskkit-worker@fast", "taskkit-worker@bulk", "taskkit-beat", "taskkit-flower"],
+    }
+    for host, names in units.items():
+        for unit in names:
+            assert fleet.tb.ssh(host, f"systemctl is-active {unit}").stdout.strip() == "active", (host, unit)
+            assert fleet.tb.ssh(host, f"systemctl is-enabled {unit}").stdout.strip() == "enabled", (host, unit)
+    assert fleet.tb.ssh("tk2", "systemctl is-active taskkit-beat taskkit-flower").stdout.split() == ["inactive", "inactive"]
+    worker = fleet.tb.ssh("tk2", "systemctl show -p User,KillMode,TimeoutStopUSec,Restart taskkit-worker@bulk", check=True).stdout
+    assert "User=taskkit" in worker and "KillMode=mixed" in worker and "Restart=on-failure" in worker, worker
+    assert "TimeoutStopUSec=3min" in worker, worker
+    users = fleet.tb.ssh("tk2", "ps -o user= -C celery").stdout.split()
+    assert users and set(users) == {"taskkit"}, users
+    env = fleet.tb.ssh("tk2", "stat -c '%a %U %G' /etc/taskkit/taskkit.env; cat /etc/taskkit/taskkit.toml", check=True).stdout
+    assert env.startswith("640 root taskkit"), env
+    assert fleet.passwords["app"] not in env  # the toml carries no password
+    journal = fleet.tb.ssh("tk2", "journalctl -u taskkit-worker@bulk --no-pager | tail -50").stdout
+    assert "ready" in journal, journal
+
+
+def test_redis_is_hardened(fleet: Fleet) -> None:
+    tk1 = fleet.tb.hosts["tk1"]
+    cli = f"redis-cli --no-auth-warning -h {tk1}"
+    assert "NOAUTH" in fleet.tb.ssh("tk1", f"{cli} ping").stdout
+    assert "WRONGPASS" in fleet.tb.ssh("tk1", f"{cli} --user default --pass anything ping").stdout
+    app = f"{cli} --user taskkit --pass {fleet.passwords['app']}"
+    assert fleet.tb.ssh("tk1", f"{app} ping").stdout.strip() == "PONG"
+    assert fleet.tb.ssh("tk1", f"{app} config get maxmemory-policy").stdout.split() == ["maxmemory-policy", "noeviction"]
+    assert fleet.tb.ssh("tk1", f"{app} config get appendfsync").stdout.split() == ["appendfsync", "everysec"]
+    assert "NOPERM" in fleet.tb.ssh("tk1", f"{app} flushall").stdout
+    monitor = f"{cli} --user monitor --pass {fleet.passwords['monitor']}"
+    assert fleet.tb.ssh("tk1", f"{monitor} dbsize").stdout.strip().isdigit()
+    assert "NOPERM" in fleet.tb.ssh("tk1", f"{monitor} set tk-probe 1").stdout
+    listening = fleet.tb.ssh("tk1", "ss -Htln sport = :6379", check=True).stdout.split("\n")
+    addresses = sorted(line.split()[3] for line in listening if line.strip())
+    assert addresses == sorted([f"{tk1}:6379", "127.0.0.1:6379"]), addresses
+
+
+def test_task_from_controller_runs_on_a_worker_host(fleet: Fleet) -> None:
+    p = fleet.taskkit("submit", "tkteam.where", "--wait", "--json", "--timeout", "60")
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout)
+    assert out["state"] == "SUCCESS", out
+    assert out["result"]["host"] in {"tk2", "tk3"} and out["result"]["version"] == "0.1.0", out
+
+
+def test_beat_fires_the_declared_schedule(fleet: Fleet) -> None:
+    deadline, info = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:
+        p = fleet.taskkit("schedules", "show", "beacon", "--json")
+        assert p.returncode == 0, p.stdout + p.stderr
+        info = json.loads(p.stdout)
+        if (info.get("total_run_count") or 0) >= 2:
+            break
+        time.sleep(2)
+    assert (info.get("total_run_count") or 0) >= 2, info
+
+
+def test_flower_api_needs_auth(fleet: Fleet) -> None:
+    url = f"http://{fleet.tb.hosts['tk3']}:5555/api/workers"
+    probe = textwrap.dedent(f"""\
+        import base64, json, sys, urllib.error, urllib.request
+        def get(auth):
+            req = urllib.request.Request({url!r})
+            if auth:
+                req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, json.load(r)
+            except urllib.error.HTTPError as e:
+                return e.code, None
+        print(json.dumps([get(None), get("admin:wrong-password"), get(sys.argv[1])]))
+        """)
+    for _ in range(15):  # Flower learns about workers from their replies; give it a moment
+        p = fleet.tb.run_in_lab([sys.executable, "-c", probe, f"admin:{fleet.passwords['flower']}"], capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        (anon, _), (wrong, _), (ok, workers) = json.loads(p.stdout)
+        if ok == 200 and len(workers) == 4:
+            break
+        time.sleep(2)
+    assert (anon, wrong, ok) == (401, 401, 200)
+    assert set(workers) == {"fast@tk2", "bulk@tk2", "fast@tk3", "bulk@tk3"}, workers
+
+
+def test_rolling_deploy_lets_a_running_task_finish(fleet: Fleet) -> None:
+    p = fleet.taskkit("submit", "tkteam.slow", "--args", "[25]", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    task_id = json.loads(p.stdout)["id"]
+    deadline = time.monotonic() + 30
+    while json.loads(fleet.taskkit("result", task_id, "--json").stdout)["state"] != "STARTED":
+        assert time.monotonic() < deadline, "the slow task did not start"
+        time.sleep(0.5)
+
+    fleet.write_team_package("0.2.0")  # new team code: a new release
+    out, recap = fleet.playbook("deploy.yml")
+    TIMES["deploy"] = recap["_seconds"][0]
+
+    result = json.loads(fleet.taskkit("result", task_id, "--json").stdout)
+    assert result["state"] == "SUCCESS", result
+    assert result["result"]["version"] == "0.1.0" and result["result"]["slept"] == 25, result  # the old code finished it
+    assert "Wait until the host's running tasks finish" in out and "FAILED - RETRYING" in out, out[-4000:]
+    hosts = {fleet.tb.ssh(h, "readlink /opt/taskkit/current", check=True).stdout.strip() for h in ("tk2", "tk3")}
+    assert len(hosts) == 1, hosts  # both hosts on the same, new release
+    versions = set()
+    for _ in range(8):
+        p = fleet.taskkit("submit", "tkteam.where", "--wait", "--json", "--timeout", "60")
+        assert p.returncode == 0, p.stdout + p.stderr
+        versions.add(json.loads(p.stdout)["result"]["version"])
+    assert versions == {"0.2.0"}, versions
+    assert fleet.tb.ssh("tk3", "systemctl is-active taskkit-beat taskkit-flower").stdout.split() == ["active", "active"]
+
+
+def test_teardown_leaves_nothing(fleet: Fleet) -> None:
+    tb, state = fleet.tb, dict(fleet.tb.state)
+    tb.down()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not set(state["netns"]) & set(netns)
+    for link in state["links"]:
+        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0, link
+    for table in ("nat", "filter"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        assert f"taskkit-testbed:{tb.name}" not in rules
+    assert not [p for p in state["procs"] if is_running(p)]
+    assert not tb.state_dir.exists()
