@@ -94,12 +94,14 @@ class Recorder:
 
     # ------------------------------------------------------------ recording
 
-    def record(self, event: str, *, args: Any = None, kwargs: Any = None, index: bool = False, **fields: Any) -> None:
+    def record(
+        self, event: str, *, args: Any = None, kwargs: Any = None, index: bool = False, ts: float | None = None, **fields: Any
+    ) -> None:
         if args is not None or kwargs is not None:
             fields["args"], args_cut = cut(args or [], self.max_value_bytes)
             fields["kwargs"], kwargs_cut = cut(kwargs or {}, self.max_value_bytes)
             fields["cut"] = ",".join(n for n, c in (("args", args_cut), ("kwargs", kwargs_cut)) if c)
-        fields.update(version=VERSION, event=event, ts=repr(time.time()))
+        fields.update(version=VERSION, event=event, ts=repr(time.time() if ts is None else ts))
         row = SEP.join("" if (v := fields.get(f)) is None else str(v) for f in FIELDS)
         self._start()
         self.buffer.append((row, fields["id"] if index else ""))
@@ -184,7 +186,8 @@ def _task_recorder(task: Any) -> Recorder | None:
 @signals.before_task_publish.connect(weak=False)
 def _sending(properties: dict | None = None, **_: Any) -> None:
     if (current := publishing.get()) is not None:
-        current["priority"] = (properties or {}).get("priority")
+        # stamped before the message exists: a worker may receive it before after_task_publish
+        current.update(priority=(properties or {}).get("priority"), ts=time.time())
 
 
 @signals.after_task_publish.connect(weak=False)
@@ -198,6 +201,7 @@ def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", 
         "sent", task=headers.get("task"), id=headers["id"], parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
         rerun_of=headers.get("rerun_of"), queue=routing_key, priority=current.get("priority"),
         attempt=(headers.get("retries") or 0) + 1, eta=headers.get("eta"), args=args, kwargs=kwargs, index=True,
+        ts=current.get("ts"),
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ EVENT_COLUMNS = ["ts", "event", "task", "id", "queue", "worker", "attempt", "exc
 def _frame_table(df, columns: list[str]) -> str:
     if df.empty:
         return "no runs recorded in this window"
-    shown = df[columns].astype(object).where(df[columns].notna(), None)
+    shown = df[columns].round(3).astype(object).where(df[columns].notna(), None)
     return table(shown.itertuples(index=False), columns)
 
 
