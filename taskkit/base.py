@@ -163,14 +163,14 @@ class TaskkitTask(Task):
             signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
-        queues = self.app.topology.queues
-        queue = options.get("queue")
+        queues, declared = self.app.topology.queues, self.taskkit_declared
+        queue = options.get("queue") or declared.get("queue")  # the caller's, else the task's own
         if queue is not None:
             queue_name = getattr(queue, "name", queue)
             if queue_name not in queues:
                 raise UnknownQueue(queue_name, queues)
-            if options.get("priority") is None:
-                options["priority"] = queues[queue_name]
+            if options.get("priority") is None and declared.get("priority") is None:
+                options["priority"] = queues[queue_name]  # a queue's messages default to its priority
         priority = options.get("priority")
         if priority is not None and (isinstance(priority, bool) or priority not in PRIORITIES):
             raise InvalidOption("priority", priority, "expected a whole number 0-9 (0 is the highest)")

@@ -84,6 +84,11 @@ def sleeps(seconds: float) -> float:
     return seconds
 
 
+@shared_task(name="tests.on_low", queue="low")
+def on_low() -> str:
+    return "low"
+
+
 def _on_final_failure(sender: Any, task_id: str, exc: BaseException, **_: Any) -> None:
     _redis().rpush(f"final:{task_id}", type(exc).__name__)
 

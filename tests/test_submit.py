@@ -154,3 +154,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_task_declared_queue_gets_that_queues_default_priority(make_stack):
+    stack = make_stack(ROUTED)
+    taskkit.submit("tests.on_low", app=stack.app)  # declared queue="low": priority 8, not the default 5
+    assert stack.redis.llen(stack.app.keys.queue("low", 8)) == 1
+    d = stack.app.topology.explain("tests.on_low", stack.app.task_named("tests.on_low"))
+    assert (d.queue, d.priority, d.decided_by["queue"]) == ("low", 8, "task option")
