@@ -99,31 +99,10 @@ def drain(apps: dict[str, Celery], kind: str, n: int, concurrency: int, r: redis
     app, keys = apps[kind], apps["taskkit"].keys
     node = f"{kind}-bench@{socket.gethostname()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            f"bench.throughput:{kind}_app",
-            "worker",
-            "-n",
-            node,
-            "-c",
-            str(concurrency),
-            "-Q",
-            QUEUE,
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=open(workdir / f"{kind}.log", "ab"),
-        stderr=subprocess.STDOUT,
-    )
+    argv = [sys.executable, "-m", "celery", "-A", f"bench.throughput:{kind}_app", "worker", "-n", node, "-c", str(concurrency),
+            "-Q", QUEUE, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]  # fmt: skip
+    with open(workdir / f"{kind}.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while not app.control.ping(destination=[node], timeout=0.5):

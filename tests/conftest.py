@@ -122,9 +122,7 @@ class Stack:
             "-Q",
             queues or ",".join(self.settings.queues),
         ]
-        proc = subprocess.Popen(
-            argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT
-        )
+        proc = self._spawn(name, argv)
         self.workers.append(proc)
         if wait:
             hostname = f"{name}@{socket.gethostname()}"
@@ -135,13 +133,16 @@ class Stack:
         """A real `celery -A taskkit.app beat`; with wait, until it holds the lock (is the active beat)."""
         log = self.dir / f"{name}.log"
         argv = [sys.executable, "-m", "celery", "-A", "taskkit.app", "beat", "--loglevel", "INFO", "--logfile", str(log)]
-        proc = subprocess.Popen(
-            argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=open(self.dir / f"{name}.out", "wb"), stderr=subprocess.STDOUT
-        )
+        proc = self._spawn(name, argv)
         self.beats.append(proc)
         if wait:
             wait_until(lambda: log.is_file() and "beat: Acquired lock" in log.read_text(), 30, f"beat {name} to take the lock")
         return proc
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        # own session: stop() signals the whole group (the pool too); output kept for a failing test
+        with open(self.dir / f"{name}.out", "wb") as out:
+            return subprocess.Popen(argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         procs = [*self.beats, *self.workers]  # beats first: nothing new is sent while workers stop

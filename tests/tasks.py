@@ -89,6 +89,19 @@ def on_low() -> str:
     return "low"
 
 
+@shared_task(name="tests.stubborn")
+def stubborn(seconds: float) -> None:
+    """Ignores the soft time limit, so only the hard one can stop it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+
+
 def _on_final_failure(sender: Any, task_id: str, exc: BaseException, **_: Any) -> None:
     _redis().rpush(f"final:{task_id}", type(exc).__name__)
 

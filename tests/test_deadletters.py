@@ -19,7 +19,7 @@ CONFIG = """
 visibility_timeout = 30
 [limits]
 time_limit = 2
-soft_time_limit = 2
+soft_time_limit = 1
 [retry]
 backoff = 0.1
 backoff_max = 1
@@ -59,8 +59,12 @@ def test_retries_exhausted_is_a_dead_letter_with_everything(stack):
 
 
 def test_time_limit_and_invalid_input_and_unknown_task_are_dead_letters(stack):
-    slow = taskkit.submit("tests.sleeps", args=[10], app=stack.app)
-    assert dead(stack, slow.id)["exc_type"] == "TimeLimitExceeded"
+    soft = taskkit.submit("tests.sleeps", args=[10], app=stack.app)
+    hard = taskkit.submit("tests.stubborn", args=[10], queue="high", priority=1, app=stack.app)
+    assert dead(stack, soft.id)["exc_type"] == "SoftTimeLimitExceeded"
+    # the hard limit is handled by the worker's main process: queue and priority come from the history
+    e = dead(stack, hard.id)
+    assert (e["exc_type"], e["queue"], e["priority"]) == ("TimeLimitExceeded", "high", 1)
     plain = Celery("plain", broker=stack.url, set_as_current=False)
     plain.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="low")
     bad_args = plain.send_task("tests.add", args=[1])  # a plain client skips taskkit's checks
