@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
-from testbed import Testbed, is_running
+from testbed import Testbed, leftovers
 
 pytestmark = pytest.mark.deploy
 
@@ -362,12 +362,4 @@ def test_rolling_deploy_lets_a_running_task_finish(fleet: Fleet) -> None:
 def test_teardown_leaves_nothing(fleet: Fleet) -> None:
     tb, state = fleet.tb, dict(fleet.tb.state)
     tb.down()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    assert not set(state["netns"]) & set(netns)
-    for link in state["links"]:
-        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0, link
-    for table in ("nat", "filter"):
-        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        assert f"taskkit-testbed:{tb.name}" not in rules
-    assert not [p for p in state["procs"] if is_running(p)]
-    assert not tb.state_dir.exists()
+    assert leftovers(state, tb.name) == []

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
-from testbed import Testbed, is_running
+from testbed import Testbed, leftovers
 
 pytestmark = pytest.mark.deploy
 
@@ -77,13 +76,4 @@ def test_teardown_leaves_nothing(testbed: Testbed) -> None:
     testbed.down()
     testbed.down()  # a second teardown is a no-op, as after a crash
 
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    assert not set(state["netns"]) & set(netns)
-    for link in state["links"]:
-        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0, link
-    for table in ("nat", "filter"):
-        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        assert f"taskkit-testbed:{testbed.name}" not in rules
-    assert not [p for p in state["procs"] if is_running(p)]
-    assert not [cgroup for cgroup in state["cgroups"] if Path(cgroup).exists()]
-    assert not testbed.state_dir.exists()
+    assert leftovers(state, testbed.name) == []

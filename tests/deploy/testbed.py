@@ -221,6 +221,20 @@ def is_running(proc: dict) -> bool:
     return proc["start"] is not None and proc_start(proc["pid"]) == proc["start"]
 
 
+def leftovers(state: Mapping, name: str) -> list[str]:
+    """What a torn-down testbed left behind: netns, links, tagged rules, processes, cgroups, state."""
+    found = [f"netns {n}" for n in set(state["netns"]) & set(sh("ip", "netns", "list").split())]
+    found += [
+        f"link {link}" for link in state["links"] if subprocess.run(["ip", "link", "show", link], capture_output=True).returncode == 0
+    ]
+    found += [f"{table} rule" for table in ("nat", "filter") if f"taskkit-testbed:{name}" in sh("iptables", "-t", table, "-S")]
+    found += [f"process {p['pid']}" for p in state["procs"] if is_running(p)]
+    found += [f"cgroup {c}" for c in state.get("cgroups", []) if Path(c).exists()]
+    if (STATE_ROOT / name).exists():
+        found.append(f"state {STATE_ROOT / name}")
+    return found
+
+
 def proc_start(pid: int) -> int | None:
     """The process's start time in clock ticks (pins a PID to one process), None if gone."""
     try:
