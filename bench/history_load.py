@@ -20,9 +20,9 @@ import redis
 
 import taskkit
 from bench.common import redis_server
-from taskkit import runs
+from taskkit.capture.recorder import recorder_for
+from taskkit.capture.rows import FIELDS, SEP
 from taskkit.config import load_settings
-from taskkit.recorder import FIELDS, SEP, recorder_for
 
 
 def main() -> None:
@@ -49,10 +49,10 @@ def main() -> None:
         n = r.xlen(app.keys.runs())
 
         start = time.perf_counter()
-        events = runs.events(app)
+        events = taskkit.events(app=app)
         events_s = time.perf_counter() - start
         start = time.perf_counter()
-        table = runs.runs(app)
+        table = taskkit.runs(app=app)
         runs_s = time.perf_counter() - start
 
         start = time.perf_counter()

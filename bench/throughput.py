@@ -31,9 +31,9 @@ from celery import Celery
 import taskkit
 from bench.common import redis_server
 from taskkit.app import celery_config
+from taskkit.capture.recorder import recorder_for
 from taskkit.config import load_settings
 from taskkit.keys import Keys
-from taskkit.recorder import recorder_for
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"

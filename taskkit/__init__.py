@@ -1,45 +1,42 @@
-"""taskkit: background jobs on Celery + Redis, driven from Python, the CLI and Jupyter."""
+"""taskkit: background jobs on Celery + Redis, driven from Python, the CLI and Jupyter.
 
-from . import deadletters, reports, runs
+Every public function takes its subject first and options by keyword, and `app=None`
+means the default app (taskkit.toml + TASKKIT_*). The run-history reader (`events`,
+`runs`) and `reports` need pandas and load it on first use, so workers never do.
+"""
+
+import importlib
+
+from . import deadletters
 from .app import TaskkitApp, create_app, get_app
-from .base import PROGRESS, TaskkitTask, final_failure
-from .client import submit
+from .client import rerun, submit
 from .config import Settings, load_settings
-from .control import (
-    autoscale,
-    health,
-    inspect,
-    pause,
-    ping,
-    pool_grow,
-    pool_shrink,
-    queue_depths,
-    queue_info,
-    rate_limit,
-    resume,
-    revoke,
-    workers,
-)
+from .control import autoscale, inspect, pause, ping, pool_grow, pool_shrink, queue_info, rate_limit, resume, revoke, workers
 from .errors import (
     AlreadyReplayed,
     BrokerUnavailable,
     ConfigError,
+    Conflict,
     DevStackError,
     InvalidArguments,
-    InvalidControlOption,
+    InvalidInput,
     InvalidOption,
+    NoReply,
+    NotFound,
     ReplayInProgress,
     ScheduleError,
     TaskkitError,
+    Unavailable,
     UnknownDeadLetter,
     UnknownQueue,
     UnknownRun,
     UnknownSchedule,
     UnknownTask,
+    WaitTimeout,
 )
-from .queues import Message, QueueInfo, peek, purge
-from .results import cleanup_results, result
-from .runs import rerun
+from .queues import Message, QueueInfo, peek, purge_queue, queue_depths
+from .results import cleanup_results, result, wait
+from .routing import explain_route, routes
 from .schedules import (
     Schedule,
     Upcoming,
@@ -54,31 +51,57 @@ from .schedules import (
     upcoming,
     update_schedule,
 )
+from .status import health, recorder_stats, redis_info
+from .task import PROGRESS, TaskkitTask, final_failure
+from .topology import Decision, RetryPolicy
+
+# name -> (module, attribute or None for the module itself): the pandas-backed read side
+_LAZY = {"events": ("history", "events"), "runs": ("history", "runs"), "reports": ("reports", None)}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    loaded = importlib.import_module(f".{module}", __name__)  # pandas loads here, on first use
+    return loaded if attribute is None else getattr(loaded, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "PROGRESS",
     "AlreadyReplayed",
     "BrokerUnavailable",
     "ConfigError",
+    "Conflict",
+    "Decision",
     "DevStackError",
     "InvalidArguments",
-    "InvalidControlOption",
+    "InvalidInput",
     "InvalidOption",
     "Message",
+    "NoReply",
+    "NotFound",
     "QueueInfo",
     "ReplayInProgress",
+    "RetryPolicy",
     "Schedule",
     "ScheduleError",
     "Settings",
     "TaskkitApp",
     "TaskkitError",
     "TaskkitTask",
+    "Unavailable",
     "UnknownDeadLetter",
     "UnknownQueue",
     "UnknownRun",
     "UnknownSchedule",
     "UnknownTask",
     "Upcoming",
+    "WaitTimeout",
     "add_schedule",
     "autoscale",
     "cleanup_results",
@@ -87,6 +110,8 @@ __all__ = [
     "delete_schedule",
     "disable_schedule",
     "enable_schedule",
+    "events",
+    "explain_route",
     "final_failure",
     "get_app",
     "get_schedule",
@@ -100,19 +125,23 @@ __all__ = [
     "ping",
     "pool_grow",
     "pool_shrink",
-    "purge",
+    "purge_queue",
     "queue_depths",
     "queue_info",
     "rate_limit",
+    "recorder_stats",
+    "redis_info",
     "reports",
     "rerun",
     "result",
     "resume",
     "revoke",
+    "routes",
     "run_schedule_now",
     "runs",
     "submit",
     "upcoming",
     "update_schedule",
+    "wait",
     "workers",
 ]

@@ -11,12 +11,12 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 
-from . import logs, recorder  # noqa: F401 - recorder connects its signals on import
-from .config import PRIORITIES, ConfigError, Settings, load_settings
+from . import capture
+from .config import ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys
+from .kinds import PRIORITIES
 from .topology import DEFAULT_QUEUE, Topology
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> Ta
     """Build a taskkit Celery app from settings (default: taskkit.toml + TASKKIT_*)."""
     global _eager_said
     settings = settings or load_settings()
-    app = TaskkitApp(main, task_cls="taskkit.base:TaskkitTask")
+    capture.connect()  # history and dead-letter receivers, logging, beat's eviction check
+    app = TaskkitApp(main, task_cls="taskkit.task:TaskkitTask")
     app.settings = settings
     app.topology = Topology(settings)
     app.conf.update(celery_config(settings))
@@ -136,30 +137,6 @@ def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> Ta
         log.warning("taskkit: eager mode: tasks run in this process, without Redis or a worker")
     return app
 
-
-def _install_logging(logger: logging.Logger, **_: Any) -> None:
-    from celery import current_app
-
-    fmt = getattr(current_app, "settings", None)
-    logs.install(logger, fmt.log.format if fmt else "text")
-
-
-after_setup_logger.connect(_install_logging, weak=False)
-after_setup_task_logger.connect(_install_logging, weak=False)
-
-
-def _warn_if_evicting(sender: Any, **_: Any) -> None:
-    # After beat has set up logging, before it waits for the lock: an allkeys-* policy can
-    # silently drop schedules and the lock, so say it where operators look.
-    app = getattr(sender, "app", None)
-    if isinstance(app, TaskkitApp):
-        from .schedules import eviction_warning
-
-        if message := eviction_warning(app):
-            log.warning("taskkit: %s", message)
-
-
-beat_init.connect(_warn_if_evicting, weak=False)
 
 _default: TaskkitApp | None = None
 
@@ -177,6 +154,3 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from . import deadletters  # noqa: E402,F401 - connects the dead-letter receivers (imports this module)

@@ -18,28 +18,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.schedules import maybe_schedule
-from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry
 
-from .broker import REDIS_ERRORS
+from . import schedule_store as store
+from .broker import REDIS_ERRORS, redbeat_redis
 from .errors import ScheduleError, TaskkitError
 from .keys import RedBeatKeys, redbeat_keys
-from .schedules import (  # the stored form and its helpers
-    DUE_BATCH,
-    HEADER_DUE,
-    HEADER_SCHEDULE,
-    REDIS_RETRY,
-    ScheduleSpec,
-    _check_call,
-    _decode_definition,
-    _decode_meta,
-    _Decoder,
-    _definition,
-    _meta,
-    _next_after,
-    _ts,
-)
+from .schedule_spec import ScheduleSpec
+from .schedule_store import HEADER_DUE, HEADER_SCHEDULE
+from .schedules import check_sendable
 
 log = logging.getLogger(__name__)
+
+DUE_BATCH = 500  # due entries one tick reads and sends at most; more wait for an immediate next tick
+REDIS_RETRY = 1.0  # seconds beat waits before trying an unreachable Redis again
 
 # Extend the lock if this beat still holds it. KEYS: lock; ARGV: token, ttl ms.
 _FENCE = """
@@ -81,7 +73,7 @@ class Entry(RedBeatSchedulerEntry):
 
     @staticmethod
     def decode_definition(definition: str) -> dict[str, Any]:
-        return json.loads(definition, cls=_Decoder)
+        return json.loads(definition, cls=store.Decoder)
 
 
 class Scheduler(RedBeatScheduler):
@@ -98,7 +90,7 @@ class Scheduler(RedBeatScheduler):
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.keys: RedBeatKeys = redbeat_keys(app)
-        self._client = get_redis(app)
+        self._client = redbeat_redis(app)
         self._reserve = self._client.register_script(_RESERVE)
         self._synced = False
 
@@ -110,7 +102,7 @@ class Scheduler(RedBeatScheduler):
                 spec = ScheduleSpec(
                     task=entry["task"], args=tuple(entry.get("args") or ()), kwargs=entry.get("kwargs") or {}, **_options(entry)
                 )
-                _check_call(self.app, name, spec)
+                check_sendable(self.app, name, spec)
             except TaskkitError as exc:
                 raise ScheduleError(name, "task", entry.get("task"), f"a task it can send ({exc})") from None
         self.app.finalize()  # now, not inside the first send (it costs ~100 ms)
@@ -194,10 +186,10 @@ class Scheduler(RedBeatScheduler):
         return min((s for s in scores if s >= 0), default=now + self.max_interval)
 
     def _advance(self, key: str, definition: str, meta: str | None, score: float, now: datetime) -> tuple[Entry | None, str, float]:
-        d = _decode_definition(definition, self.app)
+        d = store.decode_definition(definition, self.app)
         if not d["enabled"]:
             return None, "", -1.0
-        m = _decode_meta(meta)
+        m = store.decode_meta(meta)
         due = datetime.fromtimestamp(score, UTC)
         name = self.keys.name(key)
         options = dict(d.get("options") or {})
@@ -207,7 +199,7 @@ class Scheduler(RedBeatScheduler):
             name=name, task=d["task"], schedule=d["schedule"], args=d.get("args"), kwargs=d.get("kwargs"), options=options, app=self.app
         )
         entry.last_run_at, entry.total_run_count, entry.due_at = now, count, due
-        return entry, _meta(now, count), _ts(_next_after(d["schedule"], now, anchor=due))
+        return entry, store.meta(now, count), store.due_score(store.next_after(d["schedule"], now, anchor=due))
 
     def _sync_declared(self) -> None:
         """Make Redis hold exactly the declared schedules: add, change, remove. Runtime ones stay."""
@@ -220,7 +212,7 @@ class Scheduler(RedBeatScheduler):
             wanted[name] = (
                 sched,
                 entry.get("enabled", True),
-                _definition(name, entry["task"], sched, entry.get("args"), entry.get("kwargs"), options, entry.get("enabled", True)),
+                store.definition(name, entry["task"], sched, entry.get("args"), entry.get("kwargs"), options, entry.get("enabled", True)),
             )
         previous = r.smembers(k.statics)
         with r.pipeline(transaction=False) as pipe:
@@ -237,12 +229,12 @@ class Scheduler(RedBeatScheduler):
                 tx.srem(k.statics, *removed)
             for name in changed:
                 sched, enabled, definition = wanted[name]
-                nxt = _next_after(sched, now, anchor=_decode_meta(stored[name][1])["last_run_at"]) if enabled else None
+                nxt = store.next_after(sched, now, anchor=store.decode_meta(stored[name][1])["last_run_at"]) if enabled else None
                 if enabled and nxt is None:
                     log.warning("beat: declared schedule %s has no time left to run (a one-off in the past)", name)
                 tx.hset(k.entry(name), "definition", definition)
-                tx.hsetnx(k.entry(name), "meta", _meta(None, 0))
-                tx.zadd(k.schedule, {k.entry(name): _ts(nxt)})
+                tx.hsetnx(k.entry(name), "meta", store.meta(None, 0))
+                tx.zadd(k.schedule, {k.entry(name): store.due_score(nxt)})
             if wanted:
                 tx.sadd(k.statics, *wanted)
             tx.execute()

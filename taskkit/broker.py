@@ -1,7 +1,14 @@
-"""Reaching the broker's Redis for what taskkit reads itself (depths, health, cleanup)."""
+"""Every Redis client taskkit makes, and what it asks the server about itself.
+
+Celery and kombu keep their own connections for messages and results; everything taskkit
+reads or writes itself (history, dead letters, queue depths, schedules, server info) goes
+through the clients made here, so connection errors become one BrokerUnavailable, with the
+password masked, wherever they happen.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,6 +16,7 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redbeat.schedulers import get_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -16,6 +24,18 @@ from .config import mask_url
 from .errors import BrokerUnavailable
 
 REDIS_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+INFO_FIELDS = {  # INFO field -> how taskkit names it (plain data for health, widgets, metrics)
+    "redis_version": "version",
+    "uptime_in_seconds": "uptime_s",
+    "connected_clients": "connected_clients",
+    "used_memory": "used_memory_bytes",
+    "maxmemory": "maxmemory_bytes",
+    "maxmemory_policy": "maxmemory_policy",
+    "evicted_keys": "evicted_keys",
+    "aof_enabled": "aof_enabled",
+    "aof_last_write_status": "aof_last_write_status",
+    "role": "role",
+}
 
 
 def unavailable(app: Celery, exc: BaseException) -> BrokerUnavailable:
@@ -47,6 +67,20 @@ def redis_client(app: Celery) -> Iterator[Any]:
         raise unavailable(app, exc) from None
 
 
+def redbeat_redis(app: Celery) -> Any:
+    """celery-redbeat's own client (decoded strings, `redbeat_redis_options`), as beat uses it."""
+    return get_redis(app)
+
+
+@contextmanager
+def redbeat_client(app: Celery) -> Iterator[Any]:
+    """redbeat's client, connection errors as BrokerUnavailable (for the schedules API)."""
+    try:
+        yield redbeat_redis(app)
+    except REDIS_ERRORS as exc:
+        raise unavailable(app, exc) from None
+
+
 def check_reachable(app: Celery) -> None:
     """One PING, once per app, so the first submit to a dead Redis fails within one timeout."""
     if app.__dict__.get("_taskkit_reachable"):
@@ -54,3 +88,32 @@ def check_reachable(app: Celery) -> None:
     with redis_client(app) as client:
         client.ping()
     app._taskkit_reachable = True
+
+
+def server_info(app: Celery) -> dict[str, Any]:
+    """Round-trip latency (one PING) and the INFO fields taskkit shows, as plain data."""
+    with redis_client(app) as client:
+        start = time.perf_counter()
+        client.ping()
+        latency_ms = (time.perf_counter() - start) * 1000
+        try:
+            info = client.info()
+        except redis.ResponseError:  # INFO may be renamed away on a managed Redis
+            info = {}
+    out: dict[str, Any] = {"latency_ms": round(latency_ms, 3)}
+    out.update((name, info[field]) for field, name in INFO_FIELDS.items() if field in info)
+    return out
+
+
+def eviction_warning(app: Celery) -> str | None:
+    """A warning when Redis may evict any key under memory pressure, schedules included."""
+    try:
+        policy = server_info(app).get("maxmemory_policy", "")
+    except BrokerUnavailable:
+        return None
+    if not policy.startswith("allkeys-"):
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy}: under memory pressure it may drop schedules, their run records "
+        "and the beat lock. Set maxmemory-policy to noeviction (taskkit's local stack and deploy do)."
+    )

@@ -10,149 +10,27 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import ConfigError, ScheduleError
+from celery.app.defaults import DEFAULTS as CELERY_SETTINGS  # Celery's own table of setting names
 
-if TYPE_CHECKING:
-    from .schedules import ScheduleSpec
+from .errors import ConfigError, ScheduleError
+from .kinds import BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, STR, URL, Kind, choice
+from .schedule_spec import ScheduleSpec, parse_spec
 
 ENV_PREFIX = "TASKKIT_"
 CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
 PASSWORD_ENV = "TASKKIT_BROKER_PASSWORD"  # put into URLs that carry none (deploy env files)
 DEFAULT_CONFIG_FILE = "taskkit.toml"
 
-PRIORITIES = range(10)  # Redis transport: 0 is the highest priority
-URL_SCHEMES = ("redis", "rediss", "sentinel")
-
 # Built-in queues and the priority a message gets when the caller names none.
 # Workers read priority levels before queues, so these also order work across queues.
 BUILTIN_QUEUES = {"critical": 0, "high": 3, "default": 5, "low": 8}
 DEFAULT_DEV_PORT = 6390  # not 6379: leave a system Redis on a laptop alone
-
-
-# ---------------------------------------------------------------- value kinds
-
-
-@dataclass(frozen=True)
-class Kind:
-    """How one config value is checked, and read from an environment string."""
-
-    expected: str
-    check: Callable[[Any], Any]  # returns the clean value or raises ValueError
-    from_text: Callable[[str], Any] = str
-
-
-def _typed(*types: type) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        # bool is an int in Python; a config that says `port = true` is still wrong
-        if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
-            raise ValueError
-        return v
-
-    return check
-
-
-def _non_negative(v: Any) -> Any:
-    if _typed(int)(v) < 0:
-        raise ValueError
-    return v
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(v: Any) -> float:
-    """ "90s", "15m", "2h", "7d", or a number of seconds → seconds (float, ≥ 0)."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        seconds = float(v)
-    elif isinstance(v, str) and (m := _DURATION.match(v)):
-        seconds = float(m[1]) * _UNIT[m[2]]
-    else:
-        raise ValueError
-    if seconds < 0:
-        raise ValueError
-    return seconds
-
-
-def _url(v: Any) -> str:
-    if not isinstance(v, str) or urlsplit(v).scheme not in URL_SCHEMES:
-        raise ValueError
-    return v
-
-
-def _optional_url(v: Any) -> str:
-    return "" if v == "" else _url(v)
-
-
-def _str_list(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
-        raise ValueError
-    return tuple(v)
-
-
-def _names(v: Any) -> tuple[str, ...]:
-    names = _str_list(v)
-    if not all(re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names):
-        raise ValueError
-    return names
-
-
-def _priority(v: Any) -> int:
-    if _typed(int)(v) not in PRIORITIES:
-        raise ValueError
-    return v
-
-
-def _port(v: Any) -> int:
-    if _typed(int)(v) not in range(1, 65536):
-        raise ValueError
-    return v
-
-
-def _choice(*allowed: str) -> Kind:
-    def check(v: Any) -> str:
-        if v not in allowed:
-            raise ValueError
-        return v
-
-    return Kind(f"one of {', '.join(allowed)}", check)
-
-
-def _bool_text(s: str) -> bool:
-    low = s.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    return s  # type: ignore[return-value]  # left for check() to reject
-
-
-def _split(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
-
-
-def _number_text(s: str) -> Any:
-    try:
-        return int(s)
-    except ValueError:
-        return s
-
-
-STR = Kind("a string", _typed(str))
-BOOL = Kind("true or false", _typed(bool), _bool_text)
-COUNT = Kind("a whole number ≥ 0", _non_negative, _number_text)
-PORT = Kind("a port number 1-65535", _port, _number_text)
-DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
-URL = Kind(f"a URL starting with {', '.join(s + '://' for s in URL_SCHEMES)}", _url)
-OPTIONAL_URL = Kind(f"empty or {URL.expected}", _optional_url)
-NAMES = Kind("a list of dotted names", _names, _split)
-PRIORITY = Kind("a priority 0-9 (0 is the highest)", _priority, _number_text)
 
 
 def setting(default: Any, kind: Kind) -> Any:
@@ -203,8 +81,8 @@ class HistorySettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    level: str = setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-    format: str = setting("text", _choice("text", "json"))
+    level: str = setting("INFO", choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    format: str = setting("text", choice("text", "json"))
 
 
 @dataclass(frozen=True)
@@ -431,12 +309,10 @@ def _routes(raw: Any, queues: Mapping[str, int], source: str) -> tuple[Route, ..
 
 
 def _celery(raw: Any, source: str) -> dict[str, Any]:
-    from celery.app.defaults import DEFAULTS  # Celery's own table of setting names
-
     if not isinstance(raw, dict):
         raise ConfigError("celery", raw, "a table of Celery settings", source=source)
     for key in raw:
-        if key not in DEFAULTS:
+        if key not in CELERY_SETTINGS:
             raise ConfigError(f"celery.{key}", raw[key], "a Celery setting name (lowercase, e.g. worker_concurrency)", source=source)
     return dict(raw)
 
@@ -445,10 +321,6 @@ def _schedules(raw: Any, queues: Mapping[str, int], source: str) -> dict[str, Sc
     """[schedules.NAME] tables, checked like runtime schedules (task names are checked by beat)."""
     if not isinstance(raw, dict):
         raise ConfigError("schedules", raw, "a table of [schedules.NAME] tables", source=source)
-    if not raw:
-        return {}
-    from .schedules import parse_spec  # celery's cron parser; loaded only when schedules are declared
-
     out = {}
     for name, spec in raw.items():
         if not isinstance(spec, dict):

@@ -1,4 +1,4 @@
-"""Workers and queues, seen from outside: health, queues with their consumers, and the
+"""Workers and queues, seen from outside: queues with their consumers, and the
 worker remote-control commands (inspect, revoke, rate limits, pool size, pause/resume).
 
 Every worker call goes through Celery's Control/Inspect broadcast with a timeout and
@@ -11,7 +11,6 @@ whole timeout, since nobody knows how many workers there are.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,10 +20,11 @@ from celery.platforms import signals
 from celery.utils.time import rate
 
 from . import queues
-from .app import TaskkitApp
-from .broker import REDIS_ERRORS, check_reachable, redis_client, unavailable
-from .errors import InvalidControlOption
-from .queues import QueueInfo, queue_depths
+from .app import TaskkitApp, get_app
+from .broker import REDIS_ERRORS, check_reachable, unavailable
+from .errors import InvalidOption
+from .kinds import POSITIVE, TIMEOUT, refuse
+from .queues import QueueInfo
 
 PING_TIMEOUT = 1.0  # seconds to wait for workers' replies to a ping
 CONTROL_TIMEOUT = 1.0  # seconds to wait for workers' replies to any other command
@@ -34,26 +34,10 @@ INSPECT_COMMANDS = ("ping", "stats", "active", "reserved", "scheduled", "registe
 Destination = str | Sequence[str] | None
 
 
-def ping(app: TaskkitApp, *, timeout: float = PING_TIMEOUT) -> dict[str, bool]:
+def ping(*, timeout: float = PING_TIMEOUT, app: TaskkitApp | None = None) -> dict[str, bool]:
     """Worker hostname → answered. Workers that do not answer within `timeout` are absent."""
-    replies = inspect(app, "ping", timeout=timeout)["replies"]
+    replies = inspect("ping", timeout=timeout, app=app)["replies"]
     return {host: isinstance(reply, dict) and reply.get("ok") == "pong" for host, reply in replies.items()}
-
-
-def health(app: TaskkitApp) -> dict[str, Any]:
-    """Redis round-trip latency, live workers and backlog per queue."""
-    with redis_client(app) as client:
-        start = time.perf_counter()
-        client.ping()
-        latency_ms = (time.perf_counter() - start) * 1000
-    depths = queue_depths(app)
-    workers = ping(app)
-    return {
-        "redis_latency_ms": round(latency_ms, 3),
-        "workers": len(workers),
-        "backlog": depths,
-        "backlog_total": sum(depths.values()),
-    }
 
 
 # ---------------------------------------------------------------- the broadcast
@@ -67,8 +51,7 @@ def _destination(destination: Destination) -> list[str] | None:
 
 def _call(app: TaskkitApp, call: Callable[..., Any], destination: Destination, timeout: float) -> dict[str, Any]:
     """Run one Celery broadcast and sort the answers into replies, missing and errors."""
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise InvalidControlOption("timeout", timeout, "expected seconds > 0")
+    timeout = refuse("timeout", timeout, TIMEOUT)
     names = _destination(destination)
     check_reachable(app)  # a dead Redis is an error within broker.timeout, not a retry loop
     try:
@@ -89,28 +72,32 @@ def _control(app: TaskkitApp, method: str, *args: Any, destination: Destination,
     return _call(app, lambda **to: command(*args, reply=True, **to, **kwargs), destination, timeout)
 
 
-def inspect(app: TaskkitApp, what: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def inspect(
+    what: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> dict[str, Any]:
     """Ask workers (all, or `destination`) for one of INSPECT_COMMANDS: stats, active tasks, ….
 
     `registered` lists task names with their rate limits; `active_queues` the queues each
     worker consumes; `scheduled` the ETA/countdown tasks a worker holds.
     """
+    app = app or get_app()
     if what not in INSPECT_COMMANDS:
-        raise InvalidControlOption("what", what, f"one of {', '.join(INSPECT_COMMANDS)}")
+        raise InvalidOption("what", what, f"one of {', '.join(INSPECT_COMMANDS)}")
     return _call(app, lambda **to: getattr(app.control.inspect(**to), what)(), destination, timeout)
 
 
-def workers(app: TaskkitApp, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def workers(*, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> dict[str, Any]:
     """One row per worker: pool size, prefetch, active/reserved/scheduled tasks, queues, uptime.
 
     Asks for stats first (all workers wait the timeout), then only the workers that answered,
     so the four follow-up calls return as soon as those have answered.
     """
-    out = inspect(app, "stats", destination=destination, timeout=timeout)
+    app = app or get_app()
+    out = inspect("stats", destination=destination, timeout=timeout, app=app)
     stats = out["replies"]
     found = sorted(stats)
     follow_ups = ("active_queues", "active", "reserved", "scheduled") if found else ()  # no destination would mean everyone
-    details = {what: inspect(app, what, destination=found, timeout=timeout) for what in follow_ups}
+    details = {what: inspect(what, destination=found, timeout=timeout, app=app) for what in follow_ups}
     rows = {}
     for name in found:
         pool = stats[name].get("pool") or {}
@@ -135,17 +122,18 @@ def _count(reply: Any) -> int | None:
     return len(reply) if isinstance(reply, list) else None  # None: this call got no answer
 
 
-def queue_info(app: TaskkitApp, *, consumers: bool = True, timeout: float = CONTROL_TIMEOUT) -> list[QueueInfo]:
+def queue_info(*, consumers: bool = True, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> list[QueueInfo]:
     """Every declared queue: waiting per priority level, unacked, scheduled, and its consumers.
 
     The Redis part is one pipelined round trip for all queues. Consumers come from the
     workers' active_queues (one broadcast that waits `timeout`); consumers=False skips it.
     """
-    counts = queues.queue_counts(app)
+    app = app or get_app()
+    counts = queues.queue_counts(app=app)
     if not consumers:
         return counts
     by_queue: dict[str, list[str]] = {}
-    for worker, active in inspect(app, "active_queues", timeout=timeout)["replies"].items():
+    for worker, active in inspect("active_queues", timeout=timeout, app=app)["replies"].items():
         for q in active or ():
             by_queue.setdefault(q["name"], []).append(worker)
     return [replace(info, consumers=tuple(sorted(by_queue.get(info.name, ())))) for info in counts]
@@ -155,7 +143,6 @@ def queue_info(app: TaskkitApp, *, consumers: bool = True, timeout: float = CONT
 
 
 def revoke(
-    app: TaskkitApp,
     ids: str | Sequence[str] = (),
     *,
     task_name: str | None = None,
@@ -163,6 +150,7 @@ def revoke(
     signal: str = "TERM",
     destination: Destination = None,
     timeout: float = CONTROL_TIMEOUT,
+    app: TaskkitApp | None = None,
 ) -> dict[str, Any]:
     """Revoke tasks by id, or every message of `task_name` waiting or held by a worker now.
 
@@ -171,20 +159,21 @@ def revoke(
     workers that answer (and workers that start later and sync with them) honour it.
     Returns the broadcast result plus "ids", the ids revoked.
     """
+    app = app or get_app()
     sig = "SIG" + str(signal).upper().removeprefix("SIG")
     try:
         signals.signum(sig)
     except (AttributeError, TypeError):
-        raise InvalidControlOption("signal", signal, "a signal name such as TERM or KILL") from None
+        raise InvalidOption("signal", signal, "a signal name such as TERM or KILL") from None
     found = [ids] if isinstance(ids, str) else list(ids)
     if task_name is not None:
         app.task_named(task_name)  # UnknownTask, with suggestions, for a typo
-        found += queues.find_ids(app, task_name)
+        found += queues.find_ids(task_name, app=app)
         if terminate:  # a task that does not ack late is in no Redis key while it runs
-            running = inspect(app, "active", destination=destination, timeout=timeout)["replies"]
+            running = inspect("active", destination=destination, timeout=timeout, app=app)["replies"]
             found += [t["id"] for tasks in running.values() for t in tasks or () if t.get("name") == task_name]
     elif not found:
-        raise InvalidControlOption("ids", ids, "give task ids or a task name")
+        raise InvalidOption("ids", ids, "give task ids or a task name")
     found = list(dict.fromkeys(found))
     if not found:
         return {"ids": [], "replies": {}, "missing": [], "errors": {}}
@@ -193,58 +182,70 @@ def revoke(
 
 
 def rate_limit(
-    app: TaskkitApp, task_name: str, limit: str | float | None, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT
+    task_name: str,
+    limit: str | float | None,
+    *,
+    destination: Destination = None,
+    timeout: float = CONTROL_TIMEOUT,
+    app: TaskkitApp | None = None,
 ) -> dict[str, Any]:
     """Set a task's rate limit on the workers ("10/s", "100/m", "5/h", tasks per second as a
-    number; None or 0 removes it). Each worker enforces it for its own process pool."""
+    number; None, 0 or "none" removes it). Each worker enforces it for its own process pool."""
+    app = app or get_app()
     app.task_named(task_name)
+    if str(limit).strip().lower() in ("none", "0", ""):
+        limit = None
     try:
         rate(limit)
     except (ValueError, KeyError, TypeError):
-        raise InvalidControlOption("rate_limit", limit, 'expected a rate such as "10/s", "100/m" or "5/h", or 0 for none') from None
+        raise InvalidOption("rate_limit", limit, 'expected a rate such as "10/s", "100/m" or "5/h", or 0 for none') from None
     value = str(limit) if limit else None
     return _control(app, "rate_limit", task_name, value, destination=destination, timeout=timeout)
 
 
-def _positive(name: str, n: Any) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise InvalidControlOption(name, n, "expected a whole number ≥ 1")
-    return n
-
-
-def pool_grow(app: TaskkitApp, n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def pool_grow(
+    n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> dict[str, Any]:
     """Add `n` processes to the workers' pools (refused by autoscaling workers)."""
-    return _control(app, "pool_grow", _positive("n", n), destination=destination, timeout=timeout)
+    return _control(app or get_app(), "pool_grow", refuse("n", n, POSITIVE), destination=destination, timeout=timeout)
 
 
-def pool_shrink(app: TaskkitApp, n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def pool_shrink(
+    n: int = 1, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> dict[str, Any]:
     """Remove `n` processes from the workers' pools (refused by autoscaling workers)."""
-    return _control(app, "pool_shrink", _positive("n", n), destination=destination, timeout=timeout)
+    return _control(app or get_app(), "pool_shrink", refuse("n", n, POSITIVE), destination=destination, timeout=timeout)
 
 
 def autoscale(
-    app: TaskkitApp, maximum: int, minimum: int = 0, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT
+    maximum: int, minimum: int = 0, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
 ) -> dict[str, Any]:
     """Set the autoscale range of workers started with --autoscale; others answer an error."""
-    _positive("maximum", maximum)
+    refuse("maximum", maximum, POSITIVE)
     if not isinstance(minimum, int) or isinstance(minimum, bool) or not 0 <= minimum <= maximum:
-        raise InvalidControlOption("minimum", minimum, f"expected a whole number from 0 to maximum ({maximum})")
-    return _control(app, "autoscale", maximum, minimum, destination=destination, timeout=timeout)
+        raise InvalidOption("minimum", minimum, f"expected a whole number from 0 to maximum ({maximum})")
+    return _control(app or get_app(), "autoscale", maximum, minimum, destination=destination, timeout=timeout)
 
 
-def pause(app: TaskkitApp, queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def pause(
+    queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> dict[str, Any]:
     """Stop workers (all, or `destination`) taking messages from `queue`; running tasks finish.
 
     Messages keep waiting in Redis. The worker cancels its consumer just after it answers.
     """
-    queues.check_queue(app, queue)
+    app = app or get_app()
+    queues.check_queue(queue, app=app)
     return _control(app, "cancel_consumer", queue, destination=destination, timeout=timeout)
 
 
-def resume(app: TaskkitApp, queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+def resume(
+    queue: str, *, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> dict[str, Any]:
     """Make workers (all, or `destination`) consume `queue` again, as declared in taskkit.toml.
 
     A worker that never consumed the queue starts to.
     """
-    queues.check_queue(app, queue)
+    app = app or get_app()
+    queues.check_queue(queue, app=app)
     return _control(app, "add_consumer", queue, destination=destination, timeout=timeout)

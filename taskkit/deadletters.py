@@ -1,7 +1,8 @@
 """Dead letters: tasks that failed for good, kept per queue with everything needed to replay.
 
 A dead letter is one Redis hash (the message, the error, the replay state) indexed per
-queue by failure time. Replay is claim → publish → confirm:
+queue by failure time (`taskkit.capture.letters` writes them as tasks fail). Replay is
+claim → publish → confirm:
 
 - claim sets a replay id atomically (a script), so two replays never both publish;
 - publish sends the original message again under that replay id;
@@ -15,22 +16,16 @@ the recorder's few-millisecond buffer window (tasks are idempotent anyway).
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 import uuid
 from typing import Any
 
-from celery import current_app, signals
-
 from .app import TaskkitApp, get_app
-from .base import final_failure
 from .broker import redis_client
-from .errors import AlreadyReplayed, ReplayInProgress, TaskkitError, UnknownDeadLetter
-from .runs import Since, epoch
-from .runs import recorded_call as _recorded_call
-
-log = logging.getLogger(__name__)
+from .capture import letters
+from .client import submit
+from .errors import AlreadyReplayed, ReplayInProgress, UnknownDeadLetter
+from .kinds import POSITIVE, Since, epoch, refuse
 
 CLAIM_LEASE = 60.0  # seconds a claim is honoured before another replay may resume it
 LIST_LIMIT = 1000  # dead letters returned by entries() unless asked for more
@@ -56,82 +51,18 @@ return {'claimed', ARGV[1]}
 """
 
 
-# ------------------------------------------------------------ capture
-
-
-def store(app: TaskkitApp, entry: dict[str, Any]) -> None:
-    """Write one dead letter and its indexes in one round trip."""
-    keys = app.keys
-    with redis_client(app) as client:
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(keys.deadletter(entry["id"]), mapping={k: v for k, v in entry.items() if v is not None})
-        pipe.zadd(keys.deadletter_queue(entry["queue"]), {entry["id"]: entry["failed_at"]})
-        pipe.sadd(keys.deadletter_queues(), entry["queue"])
-        pipe.execute()
-
-
-def _queue_and_priority(task: Any, task_id: str) -> tuple[str, Any]:
-    request = task.request
-    if request.id == task_id and request.delivery_info:
-        return request.delivery_info.get("routing_key") or "default", request.delivery_info.get("priority")
-    try:  # a hard time limit is handled outside the task's request: ask the run history
-        call = _recorded_call(task.app, task_id)
-        return call["queue"] or "default", call["priority"]
-    except TaskkitError:
-        return "default", None
-
-
-@final_failure.connect(weak=False)
-def _dead_letter(sender: Any = None, task_id: str = "", exc: BaseException | None = None, args: Any = None,
-                 kwargs: Any = None, einfo: Any = None, **_: Any) -> None:  # fmt: skip
-    try:
-        queue, priority = _queue_and_priority(sender, task_id)
-        request = sender.request if sender.request.id == task_id else None
-        store(sender.app, {
-            "id": task_id, "task": sender.name, "queue": queue, "priority": priority,
-            "args": json.dumps(list(args or [])), "kwargs": json.dumps(dict(kwargs or {})),
-            "exc_type": type(exc).__name__, "exc_message": str(exc), "traceback": getattr(einfo, "traceback", "") or "",
-            "attempts": (request.retries or 0) + 1 if request else None, "worker": getattr(request, "hostname", None),
-            "root_id": getattr(request, "root_id", None), "parent_id": getattr(request, "parent_id", None),
-            "failed_at": time.time(),
-        })  # fmt: skip
-    except Exception:  # never let bookkeeping fail the worker; the run history still has it
-        log.exception("taskkit: could not store dead letter for %s[%s]", sender.name, task_id)
-
-
-@signals.task_unknown.connect(weak=False)
-def _unknown_task(sender: Any = None, name: str = "", id: str = "", message: Any = None, exc: Any = None, **_: Any) -> None:
-    """A message for a task no worker has: keep it rather than let Celery drop it."""
-    app = current_app._get_current_object()
-    if not isinstance(app, TaskkitApp):
-        return
-    try:
-        args, kwargs, _embed = message.decode()
-        info = message.delivery_info or {}
-        store(app, {
-            "id": id, "task": name, "queue": info.get("routing_key") or "default", "priority": info.get("priority"),
-            "args": json.dumps(args), "kwargs": json.dumps(kwargs), "exc_type": "NotRegistered",
-            "exc_message": f"no worker has task {name!r}", "traceback": "", "failed_at": time.time(),
-        })  # fmt: skip
-    except Exception:
-        log.exception("taskkit: could not store dead letter for unknown task %s[%s]", name, id)
+# Every queue with dead letters and its count. KEYS: the queues set; ARGV: the per-queue key prefix.
+_COUNTS = """
+local out = {}
+for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = q
+  out[#out + 1] = redis.call('ZCARD', ARGV[1] .. q)
+end
+return out
+"""
 
 
 # ------------------------------------------------------------ reading
-
-
-def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
-    entry: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-    for key in ("args", "kwargs"):
-        entry[key] = json.loads(entry[key])
-    for key in ("failed_at", "claimed_at", "replayed_at"):
-        if key in entry:
-            entry[key] = float(entry[key])
-    for key in ("priority", "attempts"):
-        if key in entry:
-            entry[key] = int(entry[key])
-    entry["replayed"] = "replayed_at" in entry
-    return entry
 
 
 def get(task_id: str, *, app: TaskkitApp | None = None) -> dict[str, Any]:
@@ -141,7 +72,7 @@ def get(task_id: str, *, app: TaskkitApp | None = None) -> dict[str, Any]:
         raw = client.hgetall(app.keys.deadletter(task_id))
     if not raw:
         raise UnknownDeadLetter(task_id)
-    return _decode(raw)
+    return letters.decode(raw)
 
 
 def entries(
@@ -156,6 +87,7 @@ def entries(
 ) -> list[dict[str, Any]]:
     """Dead letters, newest first, filtered by queue, task, exception type and failure time."""
     app = app or get_app()
+    refuse("limit", limit, POSITIVE)
     now = time.time()
     low, high = epoch(since, now=now), epoch(until, now=now)
     low, high = "-inf" if low is None else low, "+inf" if high is None else high
@@ -169,10 +101,28 @@ def entries(
         pipe = client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hgetall(keys.deadletter(task_id))
-        found = [_decode(raw) for raw in pipe.execute() if raw]
+        found = [letters.decode(raw) for raw in pipe.execute() if raw]
     found = [e for e in found if (task is None or e["task"] == task) and (exc_type is None or e["exc_type"] == exc_type)]
     found.sort(key=lambda e: e["failed_at"], reverse=True)
     return found[:limit]
+
+
+def counts(*, app: TaskkitApp | None = None) -> dict[str, int]:
+    """Dead letters per queue (queues with none left out), in one round trip."""
+    app = app or get_app()
+    keys = app.keys
+    with redis_client(app) as client:
+        flat = client.eval(_COUNTS, 1, keys.deadletter_queues(), keys.deadletter_queue(""))
+    return {q.decode(): n for q, n in sorted(zip(flat[::2], flat[1::2], strict=True)) if n}
+
+
+def count(*, queue: str | None = None, app: TaskkitApp | None = None) -> int:
+    """How many dead letters there are (of one queue): a ZCARD, not a listing."""
+    app = app or get_app()
+    if queue is None:
+        return sum(counts(app=app).values())
+    with redis_client(app) as client:
+        return int(client.zcard(app.keys.deadletter_queue(queue)))
 
 
 # ------------------------------------------------------------ replay, drop, purge
@@ -194,8 +144,6 @@ def replay(
     (unless force), and the arguments. Returns one {"id", "replay_id", "queue", "status"}
     per dead letter.
     """
-    from .client import submit
-
     app = app or get_app()
     ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
     letters = [get(i, app=app) for i in ids]

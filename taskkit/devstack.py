@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from .config import Settings
+from .app import create_app
+from .config import Settings, load_settings
 from .errors import DevStackError
 
 START_TIMEOUT = 30.0  # seconds for Redis and the worker to answer
@@ -177,9 +178,6 @@ class DevStack:
         self._wait(state, "redis", lambda: client.ping())
 
     def _wait_for_worker(self, state: StackState) -> None:
-        from .app import create_app
-        from .config import load_settings
-
         app = create_app(load_settings(None if self.settings.source == "defaults" else self.settings.source, env=self._env()))
         self._wait(state, "worker", lambda: app.control.ping(timeout=0.5) or None)
 

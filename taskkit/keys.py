@@ -14,7 +14,7 @@ from typing import Any
 from kombu.transport.redis import Channel
 from redbeat.schedulers import ensure_conf
 
-from .config import PRIORITIES
+from .kinds import PRIORITIES
 
 PRIORITY_SEP = Channel.sep  # kombu: "<queue>\x06\x16<priority>" for levels above 0
 RESULT_PREFIX = "celery-task-meta-"  # Celery's Redis result backend
@@ -70,6 +70,10 @@ class Keys:
     def run_index(self, task_id: str) -> str:
         """Stream id of the event that carries a run's original arguments (for rerun)."""
         return self.own("run", task_id)
+
+    def recorder_stats(self) -> str:
+        """The recorders' counters summed over every process: written, failed, dropped (a hash)."""
+        return self.own("recorder")
 
     def deadletter(self, task_id: str) -> str:
         """One dead letter: the failed message, its error and its replay state (a hash)."""

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .app import TaskkitApp
+from .app import TaskkitApp, get_app
 from .broker import REDIS_ERRORS, check_reachable, redis_client, unavailable
-from .config import PRIORITIES
-from .errors import InvalidControlOption, UnknownQueue
+from .errors import UnknownQueue
+from .kinds import COUNT, PRIORITIES, refuse
 
 PEEK_COUNT = 10  # messages `peek` decodes when the caller names no count
 SCAN_CHUNK = 1000  # messages per LRANGE when a whole queue is read (revoke by task name)
@@ -54,18 +54,21 @@ class Message:
     queue: str = field(default="", compare=False)
 
 
-def check_queue(app: TaskkitApp, queue: str) -> None:
+def check_queue(queue: str, *, app: TaskkitApp) -> None:
+    """UnknownQueue (with suggestions) unless `queue` is declared."""
     if queue not in app.topology.queues:
         raise UnknownQueue(queue, app.topology.queues)
 
 
-def queue_depths(app: TaskkitApp) -> dict[str, int]:
+def queue_depths(*, app: TaskkitApp | None = None) -> dict[str, int]:
     """Waiting messages per declared queue, every priority level counted, in one round trip."""
+    app = app or get_app()
     return {name: sum(levels) for name, levels in _levels(app, unacked=False)[0].items()}
 
 
-def queue_counts(app: TaskkitApp) -> list[QueueInfo]:
+def queue_counts(*, app: TaskkitApp | None = None) -> list[QueueInfo]:
     """Waiting (per level), unacked and scheduled messages of every declared queue, in one round trip."""
+    app = app or get_app()
     levels, held = _levels(app, unacked=True)
     now = datetime.now(UTC)
     unacked = dict.fromkeys(levels, 0)
@@ -153,14 +156,14 @@ def _arguments(payload: dict[str, Any], headers: dict[str, Any]) -> tuple[Any, A
         return headers.get("argsrepr"), headers.get("kwargsrepr")  # not taskkit's JSON: show what Celery shows
 
 
-def peek(app: TaskkitApp, queue: str, n: int = PEEK_COUNT) -> list[Message]:
-    """The first `n` waiting messages of `queue`, in the order workers will take them.
+def peek(queue: str, *, count: int = PEEK_COUNT, app: TaskkitApp | None = None) -> list[Message]:
+    """The first `count` waiting messages of `queue`, in the order workers will take them.
 
     Nothing is consumed. One MULTI/EXEC read of every priority level, so the levels agree.
     """
-    check_queue(app, queue)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise InvalidControlOption("n", n, "expected a whole number ≥ 0")
+    app = app or get_app()
+    check_queue(queue, app=app)
+    n = refuse("count", count, COUNT)
     if n == 0:
         return []
     with redis_client(app) as client:
@@ -172,13 +175,14 @@ def peek(app: TaskkitApp, queue: str, n: int = PEEK_COUNT) -> list[Message]:
     return [decode(raw, queue=queue) for level in levels for raw in reversed(level)][:n]
 
 
-def purge(app: TaskkitApp, queue: str) -> int:
+def purge_queue(queue: str, *, app: TaskkitApp | None = None) -> int:
     """Delete every waiting message of `queue` (all priority levels); returns how many.
 
     Goes through kombu's queue_purge. Messages already delivered to workers (running,
     prefetched or held for an ETA) are not waiting and stay: revoke those.
     """
-    check_queue(app, queue)
+    app = app or get_app()
+    check_queue(queue, app=app)
     check_reachable(app)  # one PING: kombu would retry a dead Redis for the whole connect timeout
     try:
         with app.connection_for_write() as conn:
@@ -187,7 +191,7 @@ def purge(app: TaskkitApp, queue: str) -> int:
         raise unavailable(app, exc) from None
 
 
-def find_ids(app: TaskkitApp, task_name: str) -> list[str]:
+def find_ids(task_name: str, *, app: TaskkitApp) -> list[str]:
     """Ids of `task_name`'s messages waiting in any declared queue or held unacked by a worker.
 
     Reads each list from the left in chunks: new messages are LPUSHed, which can only make

@@ -11,21 +11,21 @@ from typing import Any
 import pandas as pd
 
 from .app import TaskkitApp, get_app
-from .errors import TaskkitError
-from .runs import Since, epoch, events, runs
+from .history import events, runs
+from .kinds import Since, choice, epoch, refuse
 
 QUANTILES = (0.5, 0.95, 0.99)
 TOP_EXCEPTIONS = 10
 FORMATS = ("json", "csv", "html")
 
 
-def summary(app: TaskkitApp | None = None, *, since: Since = "24h", until: Since = None) -> dict[str, Any]:
+def summary(*, since: Since = "24h", until: Since = None, app: TaskkitApp | None = None) -> dict[str, Any]:
     """Per task: runs, successes, failures, failure and retry rates, p50/p95/p99 runtime and
     queue wait (seconds); and the most frequent exceptions. Plain data, ready for JSON."""
     app = app or get_app()
     now = time.time()
-    window = {"since": epoch(since, now=now), "until": epoch(until, now=now) or now}
-    table = runs(app, since=since, until=until)
+    window = {"since": epoch(since, now=now), "until": epoch(until, now=now, option="until") or now}
+    table = runs(since=since, until=until, app=app)
     rows = []
     for task, g in table.groupby("task", observed=True):
         row: dict[str, Any] = {
@@ -41,7 +41,7 @@ def summary(app: TaskkitApp | None = None, *, since: Since = "24h", until: Since
             for q in QUANTILES:
                 row[f"{name}_p{int(q * 100)}"] = round(float(values.quantile(q)), 4) if len(values) else None
         rows.append(row)
-    errors = events(app, since=since, until=until)
+    errors = events(since=since, until=until, app=app)
     errors = errors[errors["event"].isin(["failed", "retried", "rejected"])]
     top = (
         errors.groupby(["task", "exc_type"], observed=True).size().sort_values(ascending=False).head(TOP_EXCEPTIONS)
@@ -54,15 +54,14 @@ def summary(app: TaskkitApp | None = None, *, since: Since = "24h", until: Since
 
 def render(report: dict[str, Any], fmt: str) -> str:
     """The report as json, csv (the per-task table) or a small self-contained html page."""
+    refuse("format", fmt, choice(*FORMATS))
     if fmt == "json":
         return json.dumps(report, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         pd.DataFrame(report["tasks"]).to_csv(buf, index=False)
         return buf.getvalue()
-    if fmt == "html":
-        return _html(report)
-    raise TaskkitError(f"report format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return _html(report)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

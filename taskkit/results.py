@@ -1,24 +1,32 @@
-"""Task results: read one, and clean up results that would otherwise never expire."""
+"""Task results: read one, wait for one, and clean up results that would otherwise never expire."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from celery.result import AsyncResult
 
-from .app import TaskkitApp
-from .broker import redis_client
+from .app import TaskkitApp, get_app
+from .broker import REDIS_ERRORS, redis_client, unavailable
+from .errors import WaitTimeout
+from .kinds import DURATION, TIMEOUT, refuse
 
 CLEANUP_BATCH = 500  # keys per SCAN page and per pipeline
+WAIT_POLL = 0.2  # seconds between reads of a result being waited for
+DONE = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
 
 
-def result(app: TaskkitApp, task_id: str) -> dict[str, Any]:
+def result(task_id: str, *, app: TaskkitApp | None = None) -> dict[str, Any]:
     """State, value or error, progress and metadata of one task, as plain data."""
-    res = AsyncResult(task_id, app=app)
-    meta = res.backend.get_task_meta(task_id)
+    app = app or get_app()
+    try:
+        meta = AsyncResult(task_id, app=app).backend.get_task_meta(task_id)
+    except REDIS_ERRORS as exc:
+        raise unavailable(app, exc) from None
     state = meta.get("status", "PENDING")
     info = meta.get("result")
     out: dict[str, Any] = {
@@ -40,13 +48,42 @@ def result(app: TaskkitApp, task_id: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def cleanup_results(app: TaskkitApp, *, older_than: float | None = None) -> dict[str, int]:
-    """Delete stored results that carry no TTL and are older than `older_than` seconds.
+def wait(
+    task_id: str,
+    *,
+    timeout: float = 60.0,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    app: TaskkitApp | None = None,
+) -> dict[str, Any]:
+    """Block until the task is done and return `result()`; raises WaitTimeout after `timeout` seconds.
+
+    `on_progress(info)` is called with the task's `result()` each time its state or progress
+    changes (PROGRESS reports included), and once at the end.
+    """
+    app = app or get_app()
+    refuse("timeout", timeout, TIMEOUT)
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        info = result(task_id, app=app)
+        seen = (info["state"], json.dumps(info.get("progress"), default=str))
+        if on_progress is not None and seen != last:
+            on_progress(info)
+        last = seen
+        if info["state"] in DONE:
+            return info
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(task_id, timeout)
+        time.sleep(WAIT_POLL)
+
+
+def cleanup_results(*, older_than: float | str | None = None, app: TaskkitApp | None = None) -> dict[str, int]:
+    """Delete stored results that carry no TTL and are older than `older_than` (seconds or "7d").
 
     Redis expires results written with result_expires by itself; this catches the ones
     written without (result_expires=None, another client), which would pile up forever.
     """
-    max_age = app.settings.broker.result_expires if older_than is None else older_than
+    app = app or get_app()
+    max_age = app.settings.broker.result_expires if older_than is None else refuse("older_than", older_than, DURATION)
     cutoff = time.time() - max_age
     scanned = deleted = 0
     with redis_client(app) as client:

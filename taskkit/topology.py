@@ -1,8 +1,17 @@
-"""Queues, priorities and routing rules: where a task goes and how it retries.
+"""Queues, priorities and routing rules: where a task goes and how it retries, decided once.
 
-Precedence for a task's options, highest first: what the caller passes to submit, what the
-task declares (`@app.task(queue=..., max_retries=...)`), the first route rule whose glob
-matches the task name, then the queue's default priority and the [retry] defaults.
+`Topology.decide` is the one decision. Each option is taken from the first of these that
+sets it, highest first:
+
+1. the call: `queue=` / `priority=` passed to submit, apply_async or send_task;
+2. the task: what it declares (`@app.task(queue=..., priority=..., max_retries=...)`);
+3. the first `[[routes]]` rule whose glob matches the task name;
+4. the fallback: queue "default"; priority the default of the queue chosen above;
+   retry policy the `[retry]` defaults.
+
+Each option is decided on its own: a route's priority applies to a task that declares its
+own queue. `apply_async` stamps the decision on the message, Celery's router (for plain
+`send_task`) asks the same function, and `taskkit routes explain` prints it.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from kombu import Queue
 from .config import ROUTE_RETRY_KEYS, Route, Settings
 
 DEFAULT_QUEUE = "default"
+CALL, TASK = "call option", "task option"  # what decided an option, as `explain` prints it
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a task will get, and which rule decided each part."""
+    """What a task's message gets, and which rule decided each part."""
 
     task: str
     queue: str
@@ -54,7 +64,7 @@ class Topology:
         self.queues: Mapping[str, int] = dict(settings.queues)
         self.routes: tuple[Route, ...] = settings.routes
         self.retry_defaults = {k: getattr(settings.retry, k) for k in ROUTE_RETRY_KEYS}
-        self.rule_for = lru_cache(maxsize=4096)(self._rule_for)  # route() is on the publish path
+        self.rule_for = lru_cache(maxsize=4096)(self._rule_for)  # decide() is on the publish path
 
     def kombu_queues(self) -> list[Queue]:
         return [Queue(name, routing_key=name) for name in self.queues]
@@ -62,33 +72,34 @@ class Topology:
     def _rule_for(self, task_name: str) -> Route | None:
         return next((r for r in self.routes if fnmatchcase(task_name, r.match)), None)
 
-    def route(self, name: str, args: Any = None, kwargs: Any = None, options: Any = None, task: Any = None, **kw: Any) -> dict[str, Any]:
-        """Celery router (task_routes): the queue and default priority for a task name."""
+    def decide(self, name: str, declared: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None) -> Decision:
+        """Queue, priority and retry policy for task `name` with the call's `options`."""
         rule = self.rule_for(name)
-        queue = rule.queue if rule and rule.queue else DEFAULT_QUEUE
-        priority = rule.priority if rule and rule.priority is not None else self.queues[queue]
-        return {"queue": queue, "priority": priority}
-
-    def explain(self, name: str, task: Any = None) -> Decision:
-        """Resolve queue, priority and retry policy for `name`, naming the deciding rule."""
-        rule = self.rule_for(name)
-        rule_label = f"route #{rule.index} {rule.match!r}" if rule else ""
-        declared = dict(getattr(task, "taskkit_declared", {}) or {})
+        layers: list[tuple[str, Mapping[str, Any]]] = []
+        if options:
+            queue = options.get("queue")
+            layers.append((CALL, {"queue": getattr(queue, "name", queue), "priority": options.get("priority")}))
+        if declared:
+            layers.append((TASK, declared))
+        if rule is not None:
+            layers.append((f"route #{rule.index} {rule.match!r}", {"queue": rule.queue, "priority": rule.priority, **rule.retry}))
         decided: dict[str, str] = {}
 
-        def pick(key: str, from_rule: Any, fallback: Any, fallback_label: str) -> Any:
-            if key in declared and declared[key] is not None:
-                decided[key] = "task option"
-                return declared[key]
-            if from_rule is not None:
-                decided[key] = rule_label
-                return from_rule
+        def pick(key: str, fallback: Any, fallback_label: str) -> Any:
+            for label, values in layers:
+                if values.get(key) is not None:
+                    decided[key] = label
+                    return values[key]
             decided[key] = fallback_label
             return fallback
 
-        queue = pick("queue", rule.queue if rule else None, DEFAULT_QUEUE, "default queue")
-        priority = pick("priority", rule.priority if rule else None, self.queues.get(queue, 5), f"queue {queue!r} default")
-        retry = {k: pick(k, rule.retry.get(k) if rule else None, self.retry_defaults[k], "[retry] defaults") for k in ROUTE_RETRY_KEYS}
-        sources = {decided.pop(k) for k in ROUTE_RETRY_KEYS}
-        decided["retry"] = " + ".join(sorted(sources))
+        queue = pick("queue", DEFAULT_QUEUE, "default queue")
+        priority = pick("priority", self.queues.get(queue, self.queues[DEFAULT_QUEUE]), f"queue {queue!r} default")
+        retry = {k: pick(k, self.retry_defaults[k], "[retry] defaults") for k in ROUTE_RETRY_KEYS}
+        decided["retry"] = " + ".join(sorted({decided.pop(k) for k in ROUTE_RETRY_KEYS}))
         return Decision(name, queue, priority, RetryPolicy(**retry), decided)
+
+    def route(self, name: str, args: Any = None, kwargs: Any = None, options: Any = None, task: Any = None, **kw: Any) -> dict[str, Any]:
+        """Celery's router (task_routes): the same decision, for messages sent by name."""
+        d = self.decide(name, getattr(task, "taskkit_declared", None), options)
+        return {"queue": d.queue, "priority": d.priority}

@@ -21,9 +21,9 @@ def test_cleanup_removes_results_without_ttl_only(make_stack):
     stack.app.backend.store_result("forever-2", 2, "SUCCESS")
     kept = make_stack()  # results with a TTL, in another database
     kept.app.backend.store_result("ttl-1", 3, "SUCCESS")
-    assert taskkit.cleanup_results(stack.app, older_than=3600) == {"scanned": 2, "deleted": 0}  # too young
-    assert taskkit.cleanup_results(stack.app, older_than=0) == {"scanned": 2, "deleted": 2}
-    assert taskkit.cleanup_results(kept.app, older_than=0) == {"scanned": 1, "deleted": 0}
+    assert taskkit.cleanup_results(older_than=3600, app=stack.app) == {"scanned": 2, "deleted": 0}  # too young
+    assert taskkit.cleanup_results(older_than=0, app=stack.app) == {"scanned": 2, "deleted": 2}
+    assert taskkit.cleanup_results(older_than=0, app=kept.app) == {"scanned": 1, "deleted": 0}
 
 
 def test_sweep_fans_out_and_gathers_a_dataframe(shared_stack):
@@ -44,7 +44,7 @@ def test_report_task_summarises_the_history(shared_stack):
 
     # the worker writes its events within ~50 ms of the task ending
     def recorded():
-        table = taskkit.runs.runs(shared_stack.app)
+        table = taskkit.runs(app=shared_stack.app)
         return "SUCCESS" in set(table[table["id"] == res.id]["state"])
 
     wait_until(recorded, 5, "the run's events")

@@ -49,7 +49,7 @@ def test_failed_task_with_wait_exits_1(cli):
         (["submit", "tests.add", "--args", "[1,"], 2, "not valid JSON"),
         (["submit", "tests.add", "--args", '{"x": 1}'], 2, "expected a JSON array"),
         (["submit", "tests.add", "--args", "[1, 2]", "--queue", "nope"], 1, "unknown queue 'nope'"),
-        (["submit", "tests.add", "--args", "[1, 2]", "--priority", "11"], 2, "0<=x<=9"),
+        (["submit", "tests.add", "--args", "[1, 2]", "--priority", "11"], 1, "priority=11: expected a priority 0-9"),
         (["routes", "explain", "tests.nope"], 1, "unknown task"),
     ],
 )

@@ -45,7 +45,7 @@ def stack(redis_port, tmp_path_factory):
     for name in ("w1", "w2"):
         s.start_worker(name, queues=WORKER_QUEUES, wait=False)  # start both, then wait once
     try:
-        wait_until(lambda: len(taskkit.inspect(s.app, "ping", destination=BOTH, timeout=0.3)["replies"]) == 2, 30, "two workers")
+        wait_until(lambda: len(taskkit.inspect("ping", destination=BOTH, timeout=0.3, app=s.app)["replies"]) == 2, 30, "two workers")
     except AssertionError:
         s.stop()
         raise
@@ -54,7 +54,7 @@ def stack(redis_port, tmp_path_factory):
 
 
 def consumed(stack: Stack) -> dict[str, set[str]]:
-    replies = taskkit.inspect(stack.app, "active_queues", destination=BOTH)["replies"]
+    replies = taskkit.inspect("active_queues", destination=BOTH, app=stack.app)["replies"]
     return {w: {q["name"] for q in qs} for w, qs in replies.items()}
 
 
@@ -78,8 +78,8 @@ def test_queue_info_counts_levels_unacked_scheduled_and_consumers(stack, monkeyp
     later = submit(stack, "tests.add", 1, 2, queue="held", countdown=300)  # a worker holds it until its ETA
     try:
         wait_until(lambda: stack.redis.llen("depth:started"), 10, "the blocker to start")
-        wait_until(lambda: by_name(taskkit.queue_info(stack.app, consumers=False))["held"].unacked == 2, 10, "two held messages")
-        info = by_name(taskkit.queue_info(stack.app, timeout=FAST))
+        wait_until(lambda: by_name(taskkit.queue_info(consumers=False, app=stack.app))["held"].unacked == 2, 10, "two held messages")
+        info = by_name(taskkit.queue_info(timeout=FAST, app=stack.app))
 
         assert (info["parked"].waiting, info["parked"].levels) == (7, {0: 3, 4: 2, 5: 1, 9: 1})
         assert (info["parked"].unacked, info["parked"].scheduled, info["parked"].consumers) == (0, 0, ())
@@ -87,7 +87,7 @@ def test_queue_info_counts_levels_unacked_scheduled_and_consumers(stack, monkeyp
         assert info["held"].consumers == (W1, W2) and info["default"].consumers == (W1, W2)
         assert info["default"].waiting == info["default"].unacked == 0
         assert set(info) == set(stack.settings.queues)
-        assert taskkit.queue_depths(stack.app)["parked"] == 7
+        assert taskkit.queue_depths(app=stack.app)["parked"] == 7
 
         # all queues' counts in one round trip: one write of the whole pipeline to the socket
         sent = []
@@ -98,11 +98,11 @@ def test_queue_info_counts_levels_unacked_scheduled_and_consumers(stack, monkeyp
             return original(conn, *args, **kwargs)
 
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-        taskkit.queue_info(stack.app, consumers=False)
+        taskkit.queue_info(consumers=False, app=stack.app)
         assert len(sent) == 1
     finally:
         stack.redis.rpush("depth:go", 1)
-        taskkit.revoke(stack.app, [later.id], destination=BOTH)
+        taskkit.revoke([later.id], destination=BOTH, app=stack.app)
     assert running.get(timeout=10).startswith(("w1@", "w2@"))
 
 
@@ -113,19 +113,19 @@ def test_peek_shows_the_order_workers_take_without_consuming(stack):
     levels = stack.app.keys.queue_levels("peeked")
     before = [stack.redis.lrange(k, 0, -1) for k in levels]
 
-    msgs = taskkit.peek(stack.app, "peeked", 10)
+    msgs = taskkit.peek("peeked", count=10, app=stack.app)
 
     assert [m.args[1] for m in msgs] == ["b", "d", "f", "a", "e", "c"]  # priority 0 first, oldest first
     assert [m.priority for m in msgs] == [0, 0, 0, 5, 5, 9]
     assert [m.id for m in msgs] == [ids[m.args[1]] for m in msgs]
     assert {m.task for m in msgs} == {"tests.record"} and msgs[0].kwargs == {} and msgs[0].args == ["peek-order", "b"]
     assert msgs[0].eta is None and 25 < (datetime.fromisoformat(msgs[2].eta) - datetime.now(UTC)).total_seconds() <= 30
-    assert [m.id for m in taskkit.peek(stack.app, "peeked", 2)] == [ids["b"], ids["d"]]
+    assert [m.id for m in taskkit.peek("peeked", count=2, app=stack.app)] == [ids["b"], ids["d"]]
     assert [stack.redis.lrange(k, 0, -1) for k in levels] == before  # nothing consumed
 
     # a worker takes them in exactly that order (its log lists messages as it receives them)
     log = stack.dir / "w1.log"
-    assert taskkit.resume(stack.app, "peeked", destination=[W1])["replies"]
+    assert taskkit.resume("peeked", destination=[W1], app=stack.app)["replies"]
     try:
         pattern = re.compile(r"Task tests\.record\[([0-9a-f-]+)\] received")
 
@@ -135,22 +135,22 @@ def test_peek_shows_the_order_workers_take_without_consuming(stack):
 
         assert wait_until(received, 10, "the worker to receive all six") == [m.id for m in msgs]
     finally:
-        taskkit.pause(stack.app, "peeked", destination=[W1])
-    taskkit.revoke(stack.app, [ids["f"]], destination=BOTH)
+        taskkit.pause("peeked", destination=[W1], app=stack.app)
+    taskkit.revoke([ids["f"]], destination=BOTH, app=stack.app)
 
 
 def test_purge_returns_the_count_and_empties_every_priority_level(stack):
     for priority in (0, 0, 0, 3, 3, 9):
         submit(stack, "tests.add", 1, 2, queue="purged", priority=priority)
-    assert taskkit.queue_depths(stack.app)["purged"] == 6
+    assert taskkit.queue_depths(app=stack.app)["purged"] == 6
 
-    assert taskkit.purge(stack.app, "purged") == 6
+    assert taskkit.purge_queue("purged", app=stack.app) == 6
 
     assert stack.redis.exists(*stack.app.keys.queue_levels("purged")) == 0
-    assert taskkit.queue_depths(stack.app)["purged"] == 0
-    assert taskkit.purge(stack.app, "purged") == 0
+    assert taskkit.queue_depths(app=stack.app)["purged"] == 0
+    assert taskkit.purge_queue("purged", app=stack.app) == 0
     with pytest.raises(taskkit.UnknownQueue, match="did you mean purged"):
-        taskkit.purge(stack.app, "purge")
+        taskkit.purge_queue("purge", app=stack.app)
 
 
 def test_depth_peek_and_purge_follow_kombus_global_key_prefix(make_stack):
@@ -159,10 +159,10 @@ def test_depth_peek_and_purge_follow_kombus_global_key_prefix(make_stack):
         submit(stack, "tests.add", priority, 0, queue="default", priority=priority)
     assert stack.redis.llen("tk:default") == 1 and stack.redis.llen("default") == 0  # kombu wrote prefixed keys
 
-    assert taskkit.queue_depths(stack.app)["default"] == 3
-    assert by_name(taskkit.queue_info(stack.app, consumers=False))["default"].levels == {0: 1, 5: 1, 9: 1}
-    assert [m.priority for m in taskkit.peek(stack.app, "default")] == [0, 5, 9]
-    assert taskkit.purge(stack.app, "default") == 3
+    assert taskkit.queue_depths(app=stack.app)["default"] == 3
+    assert by_name(taskkit.queue_info(consumers=False, app=stack.app))["default"].levels == {0: 1, 5: 1, 9: 1}
+    assert [m.priority for m in taskkit.peek("default", app=stack.app)] == [0, 5, 9]
+    assert taskkit.purge_queue("default", app=stack.app) == 3
     assert stack.redis.exists(*stack.app.keys.queue_levels("default")) == 0
 
 
@@ -171,27 +171,27 @@ def test_depth_peek_and_purge_follow_kombus_global_key_prefix(make_stack):
 
 def test_pause_and_resume_a_queue_on_one_worker_and_on_all(stack):
     try:
-        assert taskkit.pause(stack.app, "low", destination=[W1])["replies"].keys() == {W1}
+        assert taskkit.pause("low", destination=[W1], app=stack.app)["replies"].keys() == {W1}
         wait_until(lambda: (c := consumed(stack)) and "low" not in c[W1] and "low" in c[W2], 5, "w1 to stop consuming low")
-        assert by_name(taskkit.queue_info(stack.app, timeout=FAST))["low"].consumers == (W2,)
+        assert by_name(taskkit.queue_info(timeout=FAST, app=stack.app))["low"].consumers == (W2,)
         for _ in range(4):
             submit(stack, "tests.whoami", "paused-one", queue="low")
         ran = wait_until(lambda: stack.redis.llen("paused-one") == 4 and stack.redis.lrange("paused-one", 0, -1), 10, "4 tasks")
         assert {r.split()[0].decode() for r in ran} == {W2}
 
-        out = taskkit.pause(stack.app, "low", timeout=FAST)  # every worker
+        out = taskkit.pause("low", timeout=FAST, app=stack.app)  # every worker
         assert out["replies"].keys() == set(BOTH) and out["missing"] == []
         wait_until(lambda: all("low" not in q for q in consumed(stack).values()), 5, "nobody consuming low")
         time.sleep(1.2)  # a BRPOP already waiting when the consumer was cancelled hands its message back
         submit(stack, "tests.whoami", "paused-all", queue="low")
         time.sleep(1.5)
-        assert stack.redis.llen("paused-all") == 0 and taskkit.queue_depths(stack.app)["low"] == 1
+        assert stack.redis.llen("paused-all") == 0 and taskkit.queue_depths(app=stack.app)["low"] == 1
 
-        taskkit.resume(stack.app, "low", destination=[W1])
+        taskkit.resume("low", destination=[W1], app=stack.app)
         ran = wait_until(lambda: stack.redis.lrange("paused-all", 0, -1), 10, "the task to run after resume")
         assert ran[0].split()[0].decode() == W1
     finally:
-        out = taskkit.resume(stack.app, "low", timeout=FAST)
+        out = taskkit.resume("low", timeout=FAST, app=stack.app)
     assert out["replies"].keys() == set(BOTH)
     wait_until(lambda: all("low" in q for q in consumed(stack).values()), 5, "both consuming low again")
 
@@ -201,17 +201,17 @@ def test_revoke_by_id_and_by_name_means_a_waiting_task_never_runs(stack):
     named = [submit(stack, "tests.whoami", "revoked-by-name", queue="spare") for _ in range(2)]
     kept = submit(stack, "tests.record", "revoked", "kept", queue="spare")
 
-    out = taskkit.revoke(stack.app, by_id.id, destination=BOTH)
+    out = taskkit.revoke(by_id.id, destination=BOTH, app=stack.app)
     assert out["ids"] == [by_id.id] and out["replies"].keys() == set(BOTH) and not out["missing"]
-    out = taskkit.revoke(stack.app, task_name="tests.whoami", destination=BOTH)
+    out = taskkit.revoke(task_name="tests.whoami", destination=BOTH, app=stack.app)
     assert sorted(out["ids"]) == sorted(r.id for r in named)
 
-    taskkit.resume(stack.app, "spare", destination=BOTH)  # now the workers receive all four, in order
+    taskkit.resume("spare", destination=BOTH, app=stack.app)  # now the workers receive all four, in order
     try:
         wait_until(lambda: stack.redis.lrange("revoked", 0, -1) == [b"kept"], 10, "the kept task")
-        wait_until(lambda: by_name(taskkit.queue_info(stack.app, consumers=False))["spare"].unacked == 0, 10, "spare to drain")
+        wait_until(lambda: by_name(taskkit.queue_info(consumers=False, app=stack.app))["spare"].unacked == 0, 10, "spare to drain")
     finally:
-        taskkit.pause(stack.app, "spare", destination=BOTH)
+        taskkit.pause("spare", destination=BOTH, app=stack.app)
     assert stack.redis.lrange("revoked", 0, -1) == [b"kept"] and stack.redis.llen("revoked-by-name") == 0
     assert {r.state for r in (by_id, *named)} == {"REVOKED"} and kept.state == "SUCCESS"
 
@@ -221,7 +221,7 @@ def test_revoke_with_terminate_stops_a_running_task(stack):
     started = wait_until(lambda: stack.redis.lrange("term:started", 0, -1), 10, "the blocker to start")
     worker = started[0].split()[0].decode()
 
-    out = taskkit.revoke(stack.app, task_name="tests.blocker", terminate=True, destination=BOTH)
+    out = taskkit.revoke(task_name="tests.blocker", terminate=True, destination=BOTH, app=stack.app)
 
     assert out["ids"] == [res.id]
     assert out["replies"][worker] == {"ok": f"terminate: {res.id}"}
@@ -241,57 +241,57 @@ def _span(stack: Stack, key: str, n: int) -> float:
 
 
 def test_rate_limit_takes_effect_and_can_be_removed(stack):
-    out = taskkit.rate_limit(stack.app, "tests.whoami", "2/s", destination=BOTH)
+    out = taskkit.rate_limit("tests.whoami", "2/s", destination=BOTH, app=stack.app)
     try:
         assert out["replies"].keys() == set(BOTH) and not out["errors"]
-        registered = taskkit.inspect(stack.app, "registered", destination=BOTH)["replies"]
+        registered = taskkit.inspect("registered", destination=BOTH, app=stack.app)["replies"]
         assert all("tests.whoami [rate_limit=2/s]" in tasks for tasks in registered.values())
         # 6 tasks over 2 workers at 2/s each: at least 2 intervals of 0.5 s on one worker
         assert _span(stack, "limited", 6) >= 0.9
     finally:
-        out = taskkit.rate_limit(stack.app, "tests.whoami", None, destination=BOTH)
+        out = taskkit.rate_limit("tests.whoami", None, destination=BOTH, app=stack.app)
     assert out["replies"].keys() == set(BOTH)
-    assert all("tests.whoami" in tasks for tasks in taskkit.inspect(stack.app, "registered", destination=BOTH)["replies"].values())
+    assert all("tests.whoami" in tasks for tasks in taskkit.inspect("registered", destination=BOTH, app=stack.app)["replies"].values())
     assert _span(stack, "unlimited", 6) < 0.5
 
 
 def test_pool_grow_and_shrink_show_in_stats(stack):
     def row():
-        return taskkit.workers(stack.app, destination=[W2])["replies"][W2]
+        return taskkit.workers(destination=[W2], app=stack.app)["replies"][W2]
 
     before = row()
-    out = taskkit.pool_grow(stack.app, 2, destination=[W2])
+    out = taskkit.pool_grow(2, destination=[W2], app=stack.app)
     assert out["replies"] == {W2: {"ok": "pool will grow"}}
     assert row()["prefetch_count"] == before["prefetch_count"] + 2
     wait_until(lambda: row()["pool"] == before["pool"] + 2, 15, "two more pool processes")
 
-    out = taskkit.pool_shrink(stack.app, 2, destination=[W2])
+    out = taskkit.pool_shrink(2, destination=[W2], app=stack.app)
     assert out["replies"] == {W2: {"ok": "pool will shrink"}}
     wait_until(lambda: row()["pool"] == before["pool"], 15, "the pool back to its size")
     assert row()["prefetch_count"] == before["prefetch_count"]
 
-    out = taskkit.autoscale(stack.app, 4, 1, destination=[W2])  # this worker was not started with --autoscale
+    out = taskkit.autoscale(4, 1, destination=[W2], app=stack.app)  # this worker was not started with --autoscale
     assert "Autoscale not enabled" in out["errors"][W2]
 
 
 def test_workers_lists_both_with_their_queues(stack):
-    out = taskkit.workers(stack.app, timeout=FAST)
+    out = taskkit.workers(timeout=FAST, app=stack.app)
     assert out["replies"].keys() == set(BOTH) and out["missing"] == []
     for row in out["replies"].values():
         assert row["queues"] == sorted(WORKER_QUEUES.split(",")) and row["pool"] >= 1 and row["active"] == 0
-    assert taskkit.ping(stack.app, timeout=FAST) == {W1: True, W2: True}
+    assert taskkit.ping(timeout=FAST, app=stack.app) == {W1: True, W2: True}
 
 
 def test_a_worker_that_does_not_exist_is_reported_missing_within_the_timeout(stack):
     start = time.monotonic()
-    out = taskkit.inspect(stack.app, "stats", destination=[W1, "ghost@nowhere"], timeout=0.5)
+    out = taskkit.inspect("stats", destination=[W1, "ghost@nowhere"], timeout=0.5, app=stack.app)
     elapsed = time.monotonic() - start
     assert out["replies"].keys() == {W1} and out["missing"] == ["ghost@nowhere"]
     assert elapsed < 1.5  # the timeout plus one reply poll and a connection, not a hang
 
-    out = taskkit.pause(stack.app, "spare", destination="ghost@nowhere", timeout=0.3)
+    out = taskkit.pause("spare", destination="ghost@nowhere", timeout=0.3, app=stack.app)
     assert out == {"replies": {}, "missing": ["ghost@nowhere"], "errors": {}}
-    out = taskkit.workers(stack.app, destination=["ghost@nowhere"], timeout=0.3)
+    out = taskkit.workers(destination=["ghost@nowhere"], timeout=0.3, app=stack.app)
     assert out["replies"] == {} and out["missing"] == ["ghost@nowhere"]
 
 
@@ -299,11 +299,11 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
     settings = load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "TASKKIT_BROKER_TIMEOUT": "1"})
     app = taskkit.create_app(settings)
     calls = [
-        lambda: taskkit.queue_info(app),
-        lambda: taskkit.peek(app, "default"),
-        lambda: taskkit.purge(app, "default"),
-        lambda: taskkit.workers(app),
-        lambda: taskkit.pause(app, "low", destination="w1@nowhere"),
+        lambda: taskkit.queue_info(app=app),
+        lambda: taskkit.peek("default", app=app),
+        lambda: taskkit.purge_queue("default", app=app),
+        lambda: taskkit.workers(app=app),
+        lambda: taskkit.pause("low", destination="w1@nowhere", app=app),
     ]
     for call in calls:
         start = time.monotonic()
@@ -315,17 +315,17 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
 @pytest.mark.parametrize(
     ("call", "error", "text"),
     [
-        (lambda app: taskkit.peek(app, "nope"), taskkit.UnknownQueue, "unknown queue 'nope'"),
-        (lambda app: taskkit.pause(app, "nope"), taskkit.UnknownQueue, "unknown queue 'nope'"),
-        (lambda app: taskkit.peek(app, "default", -1), taskkit.InvalidControlOption, "n=-1"),
-        (lambda app: taskkit.rate_limit(app, "tests.whoami", "fast"), taskkit.InvalidControlOption, "rate_limit='fast'"),
-        (lambda app: taskkit.rate_limit(app, "tests.whoam", "1/s"), taskkit.UnknownTask, "did you mean tests.whoami"),
-        (lambda app: taskkit.revoke(app), taskkit.InvalidControlOption, "give task ids or a task name"),
-        (lambda app: taskkit.revoke(app, "x", signal="NOPE"), taskkit.InvalidControlOption, "signal='NOPE'"),
-        (lambda app: taskkit.pool_grow(app, 0), taskkit.InvalidControlOption, "n=0"),
-        (lambda app: taskkit.autoscale(app, 2, 3), taskkit.InvalidControlOption, "minimum=3"),
-        (lambda app: taskkit.inspect(app, "everything"), taskkit.InvalidControlOption, "one of ping, stats"),
-        (lambda app: taskkit.inspect(app, "stats", timeout=0), taskkit.InvalidControlOption, "timeout=0"),
+        (lambda app: taskkit.peek("nope", app=app), taskkit.UnknownQueue, "unknown queue 'nope'"),
+        (lambda app: taskkit.pause("nope", app=app), taskkit.UnknownQueue, "unknown queue 'nope'"),
+        (lambda app: taskkit.peek("default", count=-1, app=app), taskkit.InvalidOption, "count=-1"),
+        (lambda app: taskkit.rate_limit("tests.whoami", "fast", app=app), taskkit.InvalidOption, "rate_limit='fast'"),
+        (lambda app: taskkit.rate_limit("tests.whoam", "1/s", app=app), taskkit.UnknownTask, "did you mean tests.whoami"),
+        (lambda app: taskkit.revoke(app=app), taskkit.InvalidOption, "give task ids or a task name"),
+        (lambda app: taskkit.revoke("x", signal="NOPE", app=app), taskkit.InvalidOption, "signal='NOPE'"),
+        (lambda app: taskkit.pool_grow(0, app=app), taskkit.InvalidOption, "n=0"),
+        (lambda app: taskkit.autoscale(2, 3, app=app), taskkit.InvalidOption, "minimum=3"),
+        (lambda app: taskkit.inspect("everything", app=app), taskkit.InvalidOption, "one of ping, stats"),
+        (lambda app: taskkit.inspect("stats", timeout=0, app=app), taskkit.InvalidOption, "timeout=0"),
     ],
 )
 def test_bad_requests_fail_before_anything_is_sent(stack, call, error, text):
@@ -361,7 +361,7 @@ def test_cli_queues_peek_purge(cli, stack):
 
     out = cli("purge", "purged", input="n\n")
     assert out.exit_code == 1 and "Delete 2 waiting message(s) from 'purged'?" in out.output and "Aborted" in out.output
-    assert taskkit.queue_depths(stack.app)["purged"] == 2
+    assert taskkit.queue_depths(app=stack.app)["purged"] == 2
     out = cli("purge", "purged", input="y\n")
     assert out.exit_code == 0 and "purged 2 message(s) from purged" in out.output
     out = cli("purge", "purged", "--yes", "--json")
@@ -387,11 +387,11 @@ def test_cli_workers_pause_resume_and_missing_workers(cli):
     [
         (["peek", "nope"], 1, "unknown queue 'nope'"),
         (["purge", "nope", "--yes"], 1, "unknown queue 'nope'"),
-        (["rate-limit", "tests.whoami", "1/x"], 2, "expected a rate"),
+        (["rate-limit", "tests.whoami", "1/x"], 1, "expected a rate"),
         (["rate-limit", "tests.nope", "1/s"], 1, "unknown task 'tests.nope'"),
         (["revoke"], 2, "give task IDS or --name TASK"),
-        (["pool", "grow", "0"], 2, "x>=1"),
-        (["pool", "autoscale", "2", "3"], 2, "above MAXIMUM"),
+        (["pool", "grow", "0"], 1, "n=0: expected a whole number ≥ 1"),
+        (["pool", "autoscale", "2", "3"], 1, "minimum=3: expected a whole number from 0 to maximum (2)"),
         (["workers", "-d", "ghost@nowhere", "--timeout", "0.2"], 1, "no reply from ghost@nowhere within 0.2s"),
         (["pool", "autoscale", "3", "-d", W1], 1, "Autoscale not enabled"),
     ],

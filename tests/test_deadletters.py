@@ -10,7 +10,6 @@ from celery import Celery
 
 import taskkit
 from taskkit import deadletters as dlq
-from taskkit import runs
 
 from .conftest import Stack, wait_until
 
@@ -102,7 +101,7 @@ def test_replay_succeeds_once_then_needs_force(stack):
     stack.app.AsyncResult(again["replay_id"]).get(timeout=10)
     assert int(stack.redis.get(key)) == 3 and again["replay_id"] != done["replay_id"]
     # the replay is in the run history like any sent task (the client writes it within ~50 ms)
-    wait_until(lambda: done["replay_id"] in set(runs.events(stack.app, event="sent")["id"]), 5, "the replay's sent event")
+    wait_until(lambda: done["replay_id"] in set(taskkit.events(event="sent", app=stack.app)["id"]), 5, "the replay's sent event")
 
 
 def test_replay_with_edited_args_is_checked_before_anything_changes(stack):

@@ -9,7 +9,6 @@ import pytest
 from celery import Celery
 
 import taskkit
-from taskkit import runs
 
 from .conftest import wait_until
 
@@ -35,7 +34,7 @@ def stack(redis_port, tmp_path_factory):
 
 def run_row(stack, task_id, state, timeout=15):
     def probe():
-        df = runs.runs(stack.app)
+        df = taskkit.runs(app=stack.app)
         row = df[df["id"] == task_id]
         return [row.iloc[0]] if len(row) and row.iloc[0]["state"] == state else None
 
@@ -50,7 +49,7 @@ def test_success_is_recorded_with_timings(stack):
     assert row["worker"].split("@")[0] in ("h1", "h2") and row["attempts"] == 1
     assert 0.5 <= row["runtime"] < 2.0  # it slept 0.5 s
     assert 0 <= row["queue_wait"] < 2.0
-    ev = runs.events(stack.app, task="tests.slow_once")
+    ev = taskkit.events(task="tests.slow_once", app=stack.app)
     mine = ev[ev["id"] == res.id]
     assert list(mine["event"]) == ["sent", "received", "started", "succeeded"]
     assert json.loads(mine.iloc[0]["args"]) == ["hist-ok", 0.5] and mine.iloc[-1]["result_size"] > 0
@@ -65,11 +64,11 @@ def test_retry_then_success_and_failure(stack):
         bad.get(timeout=20)
     row = run_row(stack, ok.id, "SUCCESS")
     assert row["attempts"] == 3 and row["exc_type"] == "ValueError"
-    events = runs.events(stack.app, event="retried")
+    events = taskkit.events(event="retried", app=stack.app)
     assert (events["id"] == ok.id).sum() == 2
     failed = run_row(stack, bad.id, "FAILURE")
     assert failed["exc_type"] == "KeyError" and failed["attempts"] == 1
-    tb = runs.events(stack.app, event="failed")
+    tb = taskkit.events(event="failed", app=stack.app)
     assert "KeyError" in tb[tb["id"] == bad.id].iloc[0]["traceback"]
 
 
@@ -84,10 +83,10 @@ def test_filters_and_window(stack):
     res = taskkit.submit("tests.add", args=[2, 2], queue="high", app=stack.app)
     res.get(timeout=10)
     run_row(stack, res.id, "SUCCESS")
-    assert set(runs.events(stack.app, queue="high")["id"]) >= {res.id}
-    assert res.id not in set(runs.events(stack.app, queue="low")["id"])
-    assert runs.events(stack.app, since="1h")["id"].str.contains(res.id).any()
-    assert runs.events(stack.app, until=time.time() - 3600).empty
+    assert set(taskkit.events(queue="high", app=stack.app)["id"]) >= {res.id}
+    assert res.id not in set(taskkit.events(queue="low", app=stack.app)["id"])
+    assert taskkit.events(since="1h", app=stack.app)["id"].str.contains(res.id).any()
+    assert taskkit.events(until=time.time() - 3600, app=stack.app).empty
 
 
 def test_plain_celery_client_is_recorded_worker_side(stack):
@@ -123,13 +122,13 @@ def test_rerun_of_a_failed_task_uses_the_same_arguments(stack):
     with pytest.raises(KeyError):
         bad.get(timeout=20)
     run_row(stack, bad.id, "FAILURE")
-    again = runs.rerun(bad.id, app=stack.app)
+    again = taskkit.rerun(bad.id, app=stack.app)
     with pytest.raises(KeyError):
         again.get(timeout=20)
     row = run_row(stack, again.id, "FAILURE")
     assert row["rerun_of"] == bad.id and row["queue"] == "low" and row["priority"] == 7
     assert stack.redis.llen("hist-rerun") == 2  # ran twice, same arguments
-    fixed = runs.rerun(bad.id, args=["hist-rerun", "KeyError"], queue="high", app=stack.app)
+    fixed = taskkit.rerun(bad.id, args=["hist-rerun", "KeyError"], queue="high", app=stack.app)
     assert run_row(stack, fixed.id, "FAILURE")["queue"] == "high"
 
 
@@ -138,30 +137,30 @@ def test_long_arguments_are_cut_with_a_marker_and_rerun_refuses(stack):
     res.get(timeout=10)
     run_row(stack, res.id, "SUCCESS")
     sent = wait_until(
-        lambda: (df := runs.events(stack.app, event="sent"))[df["id"] == res.id].pipe(lambda d: [d] if len(d) else None), 5, "sent"
+        lambda: (df := taskkit.events(event="sent", app=stack.app))[df["id"] == res.id].pipe(lambda d: [d] if len(d) else None), 5, "sent"
     )[0]
     row = sent.iloc[0]
     assert row["cut"] and row["args"].endswith("…[cut]") and len(row["args"]) <= 64
     with pytest.raises(taskkit.TaskkitError, match="were cut"):
-        runs.rerun(res.id, app=stack.app)
+        taskkit.rerun(res.id, app=stack.app)
     with pytest.raises(taskkit.UnknownRun):
-        runs.rerun("no-such-id", app=stack.app)
+        taskkit.rerun("no-such-id", app=stack.app)
 
 
 def test_retention_trims_by_length(make_stack):
     small = make_stack("[history]\nmax_events = 100\n")
-    rec = __import__("taskkit.recorder", fromlist=["recorder_for"]).recorder_for(small.app)
+    rec = __import__("taskkit.capture.recorder", fromlist=["recorder_for"]).recorder_for(small.app)
     for i in range(2000):
         rec.record("sent", task="tests.add", id=f"t{i}", args=[i, i], kwargs={}, index=True)
     rec.flush()
     length = small.redis.xlen(small.app.keys.runs())
     assert 100 <= length < 400  # MAXLEN ~ trims in whole stream nodes
-    assert runs.events(small.app)["id"].iloc[-1] == "t1999"
+    assert taskkit.events(app=small.app)["id"].iloc[-1] == "t1999"
 
 
 def test_retention_trims_by_age(make_stack):
     aged = make_stack('[history]\nmax_age = "2s"\n')
-    from taskkit.recorder import recorder_for
+    from taskkit.capture.recorder import recorder_for
 
     rec = recorder_for(aged.app)
     for i in range(300):
@@ -171,7 +170,7 @@ def test_retention_trims_by_age(make_stack):
     rec.batches = 0  # the next batch trims by age
     rec.record("sent", task="tests.add", id="new")
     rec.flush()
-    ids = set(runs.events(aged.app)["id"])
+    ids = set(taskkit.events(app=aged.app)["id"])
     assert "new" in ids and len(ids) < 150  # MINID ~ drops whole nodes of old events
 
 
@@ -192,7 +191,7 @@ def test_report_summarises_the_window(stack):
     run_row(stack, ok[-1].id, "SUCCESS")
     from taskkit import reports
 
-    summary = reports.summary(stack.app, since="1h")
+    summary = reports.summary(since="1h", app=stack.app)
     add = next(t for t in summary["tasks"] if t["task"] == "tests.add")
     assert add["runs"] >= 3 and add["failure_rate"] == 0 and add["runtime_p50"] is not None and add["wait_p99"] >= 0
     fails = next(t for t in summary["tasks"] if t["task"] == "tests.fails_with")
@@ -228,8 +227,8 @@ def test_history_and_rerun_cli(stack):
 
 
 def test_a_redis_hiccup_is_counted_never_raised(tmp_path):
+    from taskkit.capture.recorder import Recorder
     from taskkit.config import load_settings
-    from taskkit.recorder import Recorder
 
     from .conftest import free_port
 

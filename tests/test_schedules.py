@@ -19,14 +19,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from celery.schedules import schedule as interval
 from click.testing import CliRunner
 
 import taskkit
-from taskkit import schedules
 from taskkit.cli import main
 from taskkit.config import load_settings
 from taskkit.errors import ConfigError, ScheduleError, UnknownSchedule, UnknownTask
 from taskkit.keys import redbeat_keys
+from taskkit.schedule_spec import ZonedCrontab
+from taskkit.schedule_store import next_after
 
 from .conftest import Stack, _pings, free_port, wait_until
 
@@ -226,16 +228,16 @@ def test_add_list_show_upcoming_enable_disable_delete(make_stack):
 
 
 def test_a_cron_keeps_its_wall_clock_across_dst_and_an_interval_keeps_its_grid():
-    berlin = schedules.ZonedCrontab("0", "3", timezone="Europe/Berlin")
+    berlin = ZonedCrontab("0", "3", timezone="Europe/Berlin")
     # Europe/Berlin moves to summer time on 2026-03-29: 03:00 local is 02:00 UTC, then 01:00 UTC
-    first = schedules._next_after(berlin, datetime(2026, 3, 27, 12, tzinfo=UTC))
-    second = schedules._next_after(berlin, first)
+    first = next_after(berlin, datetime(2026, 3, 27, 12, tzinfo=UTC))
+    second = next_after(berlin, first)
     assert (first.astimezone(UTC).hour, second.astimezone(UTC).hour) == (2, 1)
     assert second.astimezone(UTC) - first.astimezone(UTC) == timedelta(hours=23)
-    every = schedules.interval(timedelta(minutes=15))
+    every = interval(timedelta(minutes=15))
     due = datetime(2030, 1, 1, 12, tzinfo=UTC)
     # sent 40 min late (beat was down): the missed runs are skipped, the grid stays
-    assert schedules._next_after(every, due + timedelta(minutes=40), anchor=due) == due + timedelta(minutes=45)
+    assert next_after(every, due + timedelta(minutes=40), anchor=due) == due + timedelta(minutes=45)
 
 
 @pytest.fixture

@@ -54,16 +54,15 @@ def test_routing_lands_each_task_in_its_queue_and_priority_list(make_stack):
     assert r.llen(keys.queue("default", 5)) == 1
     assert r.llen(keys.queue("low", 8)) == 1
     assert r.llen(keys.queue("critical", 2)) == 1
-    assert taskkit.queue_depths(stack.app) == {"critical": 1, "high": 1, "default": 1, "low": 1, "reports": 1}
+    assert taskkit.queue_depths(app=stack.app) == {"critical": 1, "high": 1, "default": 1, "low": 1, "reports": 1}
 
 
 def test_explain_names_the_deciding_rule(make_stack):
     stack = make_stack(ROUTED)
-    topo = stack.app.topology
-    d = topo.explain("tests.add", stack.app.task_named("tests.add"))
+    d = taskkit.explain_route("tests.add", app=stack.app)
     assert (d.queue, d.priority) == ("high", 1)
     assert d.decided_by["queue"] == "route #1 'tests.add'"
-    flaky = topo.explain("tests.flaky", stack.app.task_named("tests.flaky"))
+    flaky = taskkit.explain_route("tests.flaky", app=stack.app)
     assert flaky.retry.on == ("ValueError",) and flaky.retry.max_retries == 3
     assert flaky.decided_by["retry"] == "[retry] defaults + task option"  # jitter etc. come from [retry]
 
@@ -160,5 +159,5 @@ def test_a_task_declared_queue_gets_that_queues_default_priority(make_stack):
     stack = make_stack(ROUTED)
     taskkit.submit("tests.on_low", app=stack.app)  # declared queue="low": priority 8, not the default 5
     assert stack.redis.llen(stack.app.keys.queue("low", 8)) == 1
-    d = stack.app.topology.explain("tests.on_low", stack.app.task_named("tests.on_low"))
+    d = taskkit.explain_route("tests.on_low", app=stack.app)
     assert (d.queue, d.priority, d.decided_by["queue"]) == ("low", 8, "task option")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import taskkit
-from taskkit.base import PROGRESS
+from taskkit import PROGRESS
 
 from .conftest import wait_until
 
@@ -19,7 +19,7 @@ from .conftest import wait_until
 def test_round_trip(shared_stack):
     res = taskkit.submit("tests.add", args=[2, 3], app=shared_stack.app)
     assert res.get(timeout=10) == 5
-    info = taskkit.result(shared_stack.app, res.id)
+    info = taskkit.result(res.id, app=shared_stack.app)
     assert info["state"] == "SUCCESS" and info["result"] == 5 and info["task"] == "tests.add"
     assert info["worker"].startswith("shared@")
 
@@ -66,7 +66,7 @@ def test_retry_policy_comes_from_config_and_skips_other_errors(shared_stack):
 
 def test_progress_is_readable_from_the_result(shared_stack):
     res = taskkit.submit("tests.progressing", args=[10, 0.3], app=shared_stack.app)
-    info = wait_until(lambda: (i := taskkit.result(shared_stack.app, res.id))["state"] == PROGRESS and i, 10, "progress")
+    info = wait_until(lambda: (i := taskkit.result(res.id, app=shared_stack.app))["state"] == PROGRESS and i, 10, "progress")
     assert info["progress"]["total"] == 10 and 1 <= info["progress"]["done"] <= 10
     assert info["progress"]["stage"] == "counting"
     assert res.get(timeout=10) == 10

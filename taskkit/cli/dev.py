@@ -42,7 +42,6 @@ def up(cli: CliContext, port: int | None, directory: str | None, detach: bool) -
     if stack.url != cli.settings.broker_url:
         click.echo(f"note: your config talks to another broker; to use this stack: export TASKKIT_BROKER_URL={stack.url}")
     if detach:
-        click.echo("Stop it with `taskkit dev down`.")
         return
     click.echo("Press Ctrl-C to stop.")
 

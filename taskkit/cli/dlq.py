@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .. import deadletters
-from .common import CliContext, emit, json_option, parse_json, pass_cli, table
+from .common import CliContext, args_option, emit, json_option, kwargs_option, pass_cli, table
 
 
 @click.group("dlq")
@@ -36,12 +36,12 @@ def _list_table(rows: list[dict[str, Any]]) -> str:
 @click.option("--task", help="Only this task name.")
 @click.option("--exc-type", help="Only this exception type, e.g. TimeLimitExceeded.")
 @click.option("--since", help="Failed within this age (30m, 24h, 7d).")
-@click.option("--limit", type=click.IntRange(min=1), default=deadletters.LIST_LIMIT, show_default=True)
+@click.option("--limit", type=int, default=deadletters.LIST_LIMIT, show_default=True)
 @json_option
 @pass_cli
 def list_(cli: CliContext, queue: str | None, task: str | None, exc_type: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    rows = deadletters.entries(app=cli.app, queue=queue, task=task, exc_type=exc_type, since=since, limit=limit)
+    rows = deadletters.entries(queue=queue, task=task, exc_type=exc_type, since=since, limit=limit, app=cli.app)
     emit(rows, as_json, _list_table)
 
 
@@ -63,19 +63,15 @@ def show(cli: CliContext, task_id: str, as_json: bool) -> None:
 @dlq.command("replay")
 @click.argument("task_ids", nargs=-1, required=True)
 @click.option("--queue", help="Send to this queue instead of the original one.")
-@click.option("--args", "args_json", metavar="JSON", help="Replace the positional arguments.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Replace the keyword arguments.")
+@args_option
+@kwargs_option
 @click.option("--force", is_flag=True, help="Replay dead letters that were already replayed.")
 @json_option
 @pass_cli
-def replay(cli: CliContext, task_ids: tuple[str, ...], queue: str | None, args_json: str | None, kwargs_json: str | None,
+def replay(cli: CliContext, task_ids: tuple[str, ...], queue: str | None, args: list[Any] | None, kwargs: dict[str, Any] | None,
            force: bool, as_json: bool) -> None:  # fmt: skip
-    """Send dead letters again; each is replayed once unless --force."""
-    done = deadletters.replay(
-        list(task_ids), app=cli.app, queue=queue, force=force,
-        args=parse_json(args_json, list, "--args") if args_json else None,
-        kwargs=parse_json(kwargs_json, dict, "--kwargs") if kwargs_json else None,
-    )  # fmt: skip
+    """Send dead letters again (optionally with new --args/--kwargs); each is replayed once unless --force."""
+    done = deadletters.replay(list(task_ids), queue=queue, args=args, kwargs=kwargs, force=force, app=cli.app)
     emit(
         done,
         as_json,
@@ -97,7 +93,7 @@ def drop(cli: CliContext, task_ids: tuple[str, ...]) -> None:
 @pass_cli
 def purge(cli: CliContext, queue: str | None, yes: bool) -> None:
     """Delete every dead letter (of one queue)."""
-    count = len(deadletters.entries(app=cli.app, queue=queue, limit=10**9))
+    count = deadletters.count(queue=queue, app=cli.app)
     if not yes:
         click.confirm(f"Delete {count} dead letter(s){f' of queue {queue}' if queue else ''}?", abort=True)
     click.echo(f"purged {deadletters.purge(app=cli.app, queue=queue)}")

@@ -8,8 +8,7 @@ from typing import Any
 import click
 
 from .. import control, queues
-from .common import CliContext, emit, json_option, pass_cli, table
-from .workers import cell, check_answers, destination_option, replies_table, timeout_option
+from .common import CliContext, cell, check_answers, destination_option, emit, json_option, pass_cli, replies_table, table, timeout_option
 
 
 def _levels(levels: dict[int, int]) -> str:
@@ -33,18 +32,18 @@ def _queues_table(rows: list[dict[str, Any]]) -> str:
 @pass_cli
 def queues_cmd(cli: CliContext, no_consumers: bool, timeout: float, as_json: bool) -> None:
     """Every declared queue: waiting (per priority level), scheduled, unacked, consumers."""
-    rows = [asdict(q) for q in control.queue_info(cli.app, consumers=not no_consumers, timeout=timeout)]
+    rows = [asdict(q) for q in control.queue_info(consumers=not no_consumers, timeout=timeout, app=cli.app)]
     emit(rows, as_json, _queues_table)
 
 
 @click.command("peek")
 @click.argument("queue")
-@click.option("-n", "count", type=click.IntRange(min=0), default=queues.PEEK_COUNT, show_default=True, help="How many messages.")
+@click.option("-n", "count", type=int, default=queues.PEEK_COUNT, show_default=True, help="How many messages.")
 @json_option
 @pass_cli
 def peek(cli: CliContext, queue: str, count: int, as_json: bool) -> None:
     """The next messages of QUEUE, in the order workers will take them; nothing is consumed."""
-    rows = [asdict(m) for m in queues.peek(cli.app, queue, count)]
+    rows = [asdict(m) for m in queues.peek(queue, count=count, app=cli.app)]
     emit(
         rows,
         as_json,
@@ -62,11 +61,11 @@ def peek(cli: CliContext, queue: str, count: int, as_json: bool) -> None:
 @pass_cli
 def purge(cli: CliContext, queue: str, yes: bool, as_json: bool) -> None:
     """Delete every waiting message of QUEUE (all priority levels). Asks first unless --yes."""
-    queues.check_queue(cli.app, queue)
+    queues.check_queue(queue, app=cli.app)  # before asking
     if not yes:
-        waiting = queues.queue_depths(cli.app)[queue]
+        waiting = queues.queue_depths(app=cli.app)[queue]
         click.confirm(f"Delete {waiting} waiting message(s) from {queue!r}? This cannot be undone", abort=True, err=True)
-    removed = queues.purge(cli.app, queue)
+    removed = queues.purge_queue(queue, app=cli.app)
     emit({"queue": queue, "purged": removed}, as_json, lambda d: f"purged {d['purged']} message(s) from {d['queue']}")
 
 
@@ -78,7 +77,7 @@ def _consumer_command(name: str, call: Any, doc: str) -> click.Command:
     @json_option
     @pass_cli
     def command(cli: CliContext, queue: str, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
-        out = call(cli.app, queue, destination=destination, timeout=timeout)
+        out = call(queue, destination=destination, timeout=timeout, app=cli.app)
         emit(out, as_json, replies_table)
         check_answers(out, timeout)
 

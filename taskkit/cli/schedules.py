@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .. import schedules as api
-from .common import CliContext, emit, json_option, parse_json, pass_cli, table
+from .common import CliContext, args_option, emit, json_option, kwargs_option, pass_cli, priority_option, queue_option, table
 
 TIMING = ("every", "cron", "at")
 
@@ -47,10 +47,6 @@ cron_option = click.option(
 )
 at_option = click.option("--at", metavar="TIME", help="One-off at an ISO time with offset, e.g. 2030-10-01T09:00:00+02:00.")
 timezone_option = click.option("--timezone", metavar="TZ", help="IANA time zone of --cron (or of a naive --at), e.g. Europe/Berlin.")
-args_option = click.option("--args", "args_json", metavar="JSON", help="Positional arguments as a JSON array.")
-kwargs_option = click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
-queue_option = click.option("--queue", help="Queue to send to (default: from the routes).")
-priority_option = click.option("--priority", type=click.IntRange(0, 9), help="0 (highest) to 9 (default: the queue's).")
 
 
 @click.group("schedules")
@@ -59,7 +55,7 @@ def schedules_group() -> None:
 
 
 @schedules_group.command("list")
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many (soonest first).")
+@click.option("--limit", type=int, help="Show at most this many (soonest first).")
 @json_option
 @pass_cli
 def list_(cli: CliContext, limit: int | None, as_json: bool) -> None:
@@ -87,9 +83,7 @@ def list_(cli: CliContext, limit: int | None, as_json: bool) -> None:
 
 @schedules_group.command("show")
 @click.argument("name")
-@click.option(
-    "--next", "count", type=click.IntRange(min=0), default=api.NEXT_RUNS, show_default=True, help="How many next fire times to list."
-)
+@click.option("--next", "count", type=int, default=api.NEXT_RUNS, show_default=True, help="How many next fire times to list.")
 @json_option
 @pass_cli
 def show(cli: CliContext, name: str, count: int, as_json: bool) -> None:
@@ -117,9 +111,8 @@ def show(cli: CliContext, name: str, count: int, as_json: bool) -> None:
 def add(cli: CliContext, name: str, task: str, disabled: bool, as_json: bool, **options: Any) -> None:
     """Add schedule NAME sending TASK: exactly one of --every, --cron (+ --timezone) or --at."""
     _timing(options["every"], options["cron"], options["at"], required=True)
-    args = parse_json(options.pop("args_json"), list, "--args")
-    kwargs = parse_json(options.pop("kwargs_json"), dict, "--kwargs")
-    s = api.add_schedule(name, task, args=args, kwargs=kwargs, enabled=not disabled, app=cli.app, **options)
+    options["args"] = options["args"] or []
+    s = api.add_schedule(name, task, enabled=not disabled, app=cli.app, **options)
     emit(asdict(s), as_json, lambda _: _human(s))
 
 
@@ -139,10 +132,7 @@ def add(cli: CliContext, name: str, task: str, disabled: bool, as_json: bool, **
 def update(cli: CliContext, name: str, as_json: bool, **options: Any) -> None:
     """Change a runtime schedule; what is not given stays. Beat applies it within one tick."""
     _timing(options["every"], options["cron"], options["at"], required=False)
-    args_json, kwargs_json = options.pop("args_json"), options.pop("kwargs_json")
-    args = parse_json(args_json, list, "--args") if args_json is not None else None
-    kwargs = parse_json(kwargs_json, dict, "--kwargs") if kwargs_json is not None else None
-    s = api.update_schedule(name, args=args, kwargs=kwargs, app=cli.app, **options)
+    s = api.update_schedule(name, app=cli.app, **options)
     emit(asdict(s), as_json, lambda _: _human(s))
 
 
@@ -187,7 +177,7 @@ def run_now(cli: CliContext, name: str, as_json: bool) -> None:
 
 @schedules_group.command("upcoming")
 @click.option("--window", default="24h", show_default=True, help='How far ahead: "90m", "24h", "7d" or seconds.')
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many fire times.")
+@click.option("--limit", type=int, help="Show at most this many fire times.")
 @json_option
 @pass_cli
 def upcoming(cli: CliContext, window: str, limit: int | None, as_json: bool) -> None:

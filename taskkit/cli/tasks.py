@@ -11,9 +11,9 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from .. import results
 from ..client import submit as submit_task
-from ..errors import TaskkitError
+from ..errors import WaitTimeout
 from ..tasks import science
-from .common import CliContext, emit, json_option, parse_json, pass_cli
+from .common import CliContext, args_option, emit, json_option, kwargs_option, pass_cli, priority_option, queue_option
 
 
 def _human_result(info: dict[str, Any]) -> str:
@@ -22,20 +22,20 @@ def _human_result(info: dict[str, Any]) -> str:
 
 @click.command("submit")
 @click.argument("task")
-@click.option("--args", "args_json", metavar="JSON", help="Positional arguments as a JSON array.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
-@click.option("--queue", help="Queue to send to (default: from the routes).")
-@click.option("--priority", type=click.IntRange(0, 9), help="0 (highest) to 9 (default: the queue's).")
-@click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
+@args_option
+@kwargs_option
+@queue_option
+@priority_option
+@click.option("--countdown", type=float, help="Seconds to wait before running.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
 @json_option
 @pass_cli
 def submit(
     cli: CliContext,
     task: str,
-    args_json: str | None,
-    kwargs_json: str | None,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
     queue: str | None,
     priority: int | None,
     countdown: float | None,
@@ -44,17 +44,11 @@ def submit(
     as_json: bool,
 ) -> None:
     """Queue TASK by name; prints its id (or, with --wait, its result)."""
-    args = parse_json(args_json, list, "--args")
-    kwargs = parse_json(kwargs_json, dict, "--kwargs")
-    res = submit_task(task, args=args, kwargs=kwargs, queue=queue, priority=priority, countdown=countdown, app=cli.app)
+    res = submit_task(task, args=args or [], kwargs=kwargs, queue=queue, priority=priority, countdown=countdown, app=cli.app)
     if not wait:
         emit({"id": res.id}, as_json, lambda d: d["id"])
         return
-    try:
-        res.get(timeout=timeout, propagate=False)
-    except CeleryTimeout:
-        raise TaskkitError(f"task {res.id} did not finish within {timeout:g}s; check later with `taskkit result {res.id}`") from None
-    info = results.result(cli.app, res.id)
+    info = results.wait(res.id, timeout=timeout, app=cli.app)
     emit(info, as_json, _human_result)
     if info["state"] != "SUCCESS":
         sys.exit(1)
@@ -66,7 +60,7 @@ def submit(
 @pass_cli
 def result(cli: CliContext, task_id: str, as_json: bool) -> None:
     """Show the state, result or error, and progress of a task."""
-    emit(results.result(cli.app, task_id), as_json, _human_result)
+    emit(results.result(task_id, app=cli.app), as_json, _human_result)
 
 
 def _floats(value: str) -> list[float]:
@@ -94,7 +88,7 @@ def sweep(cli: CliContext, betas: str, gammas: str, replicates: int, timeout: fl
     try:
         rows = science.wait_sweep(res, timeout=timeout, on_progress=progress)
     except CeleryTimeout:
-        raise TaskkitError(f"sweep {res.id} did not finish within {timeout:g}s; is a worker running? (`taskkit dev status`)") from None
+        raise WaitTimeout(res.id, timeout) from None
     emit(rows, as_json, lambda r: science.sweep_frame(r).to_string(float_format=lambda x: f"{x:.3f}"))
 
 

@@ -7,54 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from celery.utils.time import rate
 
 from .. import control
-from ..errors import TaskkitError
-from .common import CliContext, emit, json_option, pass_cli, table
-
-CELL = 60  # characters of args/kwargs shown in a table cell
-
-
-def destination_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "-d",
-        "--destination",
-        multiple=True,
-        metavar="WORKER",
-        help="Only these workers (repeat or comma-separate; e.g. w1@host). Default: all.",
-    )(f)
-
-
-def timeout_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        default=control.CONTROL_TIMEOUT,
-        show_default=True,
-        help="Seconds to wait for workers' replies.",
-    )(f)
-
-
-def check_answers(out: dict[str, Any], timeout: float) -> None:
-    """After printing: exit 1 with one line if a worker did not answer or answered an error."""
-    problems = [f"no reply from {', '.join(out['missing'])} within {timeout:g}s"] if out["missing"] else []
-    problems += [f"{worker}: {error}" for worker, error in sorted(out["errors"].items())]
-    if not out["replies"] and not out["missing"]:
-        problems.append(f"no worker answered within {timeout:g}s; is one running? (`taskkit dev status`)")
-    if problems:
-        raise TaskkitError("; ".join(problems))
-
-
-def cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= CELL else text[: CELL - 1] + "…"
-
-
-def replies_table(out: dict[str, Any]) -> str:
-    rows = [(w, r.get("ok", r.get("error", r)) if isinstance(r, dict) else r) for w, r in sorted(out["replies"].items())]
-    return table(rows, ["worker", "reply"])
-
+from .common import CliContext, cell, check_answers, destination_option, emit, json_option, pass_cli, replies_table, table, timeout_option
 
 # ---------------------------------------------------------------- workers
 
@@ -112,10 +67,10 @@ HUMAN = {
 def workers(cli: CliContext, view: str | None, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Live workers: pool size, prefetch, active/reserved/scheduled tasks, queues (or one detail view)."""
     if view is None:
-        out = control.workers(cli.app, destination=destination, timeout=timeout)
+        out = control.workers(destination=destination, timeout=timeout, app=cli.app)
         emit(out, as_json, _overview)
     else:
-        out = control.inspect(cli.app, "active_queues" if view == "queues" else view, destination=destination, timeout=timeout)
+        out = control.inspect("active_queues" if view == "queues" else view, destination=destination, timeout=timeout, app=cli.app)
         emit(out, as_json, HUMAN[view])
     check_answers(out, timeout)
 
@@ -145,7 +100,9 @@ def revoke(
     """Revoke tasks by ID (or all of one task with --name): workers drop them when they arrive."""
     if not ids and not task_name:
         raise click.UsageError("give task IDS or --name TASK")
-    out = control.revoke(cli.app, ids, task_name=task_name, terminate=terminate, signal=signal, destination=destination, timeout=timeout)
+    out = control.revoke(
+        ids, task_name=task_name, terminate=terminate, signal=signal, destination=destination, timeout=timeout, app=cli.app
+    )
     if not out["ids"]:
         emit(out, as_json, lambda _: f"no waiting or held message of {task_name}: nothing to revoke")
         return
@@ -153,31 +110,16 @@ def revoke(
     check_answers(out, timeout)
 
 
-class RateType(click.ParamType):
-    """A Celery rate ("10/s", "100/m", "5/h", a number per second); 0 or none removes it."""
-
-    name = "RATE"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str | None:
-        if str(value).lower() in ("none", "0", ""):
-            return None
-        try:
-            rate(value)
-        except (ValueError, KeyError):
-            self.fail(f'expected a rate such as "10/s", "100/m" or "5/h" (or 0/none), got {value!r}', param, ctx)
-        return str(value)
-
-
 @click.command("rate-limit")
 @click.argument("task")
-@click.argument("limit", type=RateType())
+@click.argument("limit")
 @destination_option
 @timeout_option
 @json_option
 @pass_cli
-def rate_limit(cli: CliContext, task: str, limit: str | None, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def rate_limit(cli: CliContext, task: str, limit: str, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Set TASK's rate limit on the workers ("10/s", "100/m", "5/h"; 0 or none removes it)."""
-    out = control.rate_limit(cli.app, task, limit, destination=destination, timeout=timeout)
+    out = control.rate_limit(task, limit, destination=destination, timeout=timeout, app=cli.app)
     emit(out, as_json, replies_table)
     check_answers(out, timeout)
 
@@ -188,43 +130,41 @@ def pool() -> None:
 
 
 @pool.command("grow")
-@click.argument("n", type=click.IntRange(min=1), default=1)
+@click.argument("n", type=int, default=1)
 @destination_option
 @timeout_option
 @json_option
 @pass_cli
 def grow(cli: CliContext, n: int, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Add N processes to each worker's pool."""
-    out = control.pool_grow(cli.app, n, destination=destination, timeout=timeout)
+    out = control.pool_grow(n, destination=destination, timeout=timeout, app=cli.app)
     emit(out, as_json, replies_table)
     check_answers(out, timeout)
 
 
 @pool.command("shrink")
-@click.argument("n", type=click.IntRange(min=1), default=1)
+@click.argument("n", type=int, default=1)
 @destination_option
 @timeout_option
 @json_option
 @pass_cli
 def shrink(cli: CliContext, n: int, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Remove N idle processes from each worker's pool."""
-    out = control.pool_shrink(cli.app, n, destination=destination, timeout=timeout)
+    out = control.pool_shrink(n, destination=destination, timeout=timeout, app=cli.app)
     emit(out, as_json, replies_table)
     check_answers(out, timeout)
 
 
 @pool.command("autoscale")
-@click.argument("maximum", type=click.IntRange(min=1))
-@click.argument("minimum", type=click.IntRange(min=0), default=0)
+@click.argument("maximum", type=int)
+@click.argument("minimum", type=int, default=0)
 @destination_option
 @timeout_option
 @json_option
 @pass_cli
 def autoscale(cli: CliContext, maximum: int, minimum: int, destination: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Set the pool range of workers started with --autoscale."""
-    if minimum > maximum:
-        raise click.BadParameter(f"{minimum} is above MAXIMUM ({maximum})", param_hint="MINIMUM")
-    out = control.autoscale(cli.app, maximum, minimum, destination=destination, timeout=timeout)
+    out = control.autoscale(maximum, minimum, destination=destination, timeout=timeout, app=cli.app)
     emit(out, as_json, replies_table)
     check_answers(out, timeout)
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from celery import Celery, chord, current_app, shared_task
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
@@ -35,6 +34,8 @@ def simulate(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Chain-binomial SIR: `replicates` epidemics advanced together, one day per step."""
+    import numpy as np  # loaded where the sample runs, not by every worker that imports the module
+
     rng = np.random.default_rng(seed)
     s = np.full(replicates, population - initial)
     i = np.full(replicates, initial)
@@ -112,6 +113,6 @@ def wait_sweep(
 
 def sweep_frame(rows: list[dict[str, Any]]) -> Any:
     """The sweep's rows as a pandas DataFrame, one row per (beta, gamma)."""
-    import pandas as pd
+    import pandas as pd  # the read side only (the CLI's table, notebooks)
 
     return pd.DataFrame(rows).set_index(["beta", "gamma"]).sort_index()

@@ -1,8 +1,8 @@
-"""Run history, read side: the stream → pandas DataFrames, and re-running a recorded run.
+"""Run history, read side: the stream → pandas DataFrames.
 
 `events()` gives one row per lifecycle event, `runs()` one row per task run (latest
-state, queue wait, runtime, attempts). Both read the stream in pages of raw rows and let
-pandas' C parser build the columns.
+state, queue wait, runtime, attempts). Both read the stream in pages of raw rows (the
+format of `taskkit.capture.rows`) and let pandas' C parser build the columns.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -19,36 +18,18 @@ import redis
 
 from .app import TaskkitApp, get_app
 from .broker import redis_client
-from .config import parse_duration
-from .errors import TaskkitError, UnknownRun
-from .recorder import FIELDS, SEP, VERSION
+from .capture.rows import FIELDS, SEP, TEXTS, VERSION
+from .kinds import Since, epoch
 
 PAGE = 50_000  # stream entries per XRANGE
 TERMINAL = {"succeeded": "SUCCESS", "failed": "FAILURE", "revoked": "REVOKED", "rejected": "REJECTED"}
 STATES = {"sent": "SENT", "received": "RECEIVED", "started": "STARTED", "retried": "RETRY", **TERMINAL}
 CATEGORIES = ("event", "task", "queue", "worker", "exc_type")
 INTEGERS = ("priority", "attempt", "result_size")
-TEXTS = ("exc_message", "traceback")  # stored JSON-encoded (they may hold newlines)
-
-Since = datetime | timedelta | str | float | None
 
 
-def epoch(when: Since, *, now: float) -> float | None:
-    """A time bound as seconds since the epoch: a datetime, a number, or an age like "24h"."""
-    if when is None or isinstance(when, (int, float)):
-        return when
-    if isinstance(when, datetime):
-        return when.timestamp()
-    if isinstance(when, timedelta):
-        return now - when.total_seconds()
-    try:
-        return now - parse_duration(when)
-    except ValueError:
-        raise TaskkitError(f"time {when!r}: expected an age such as '30m', '24h', '7d' or a datetime") from None
-
-
-def _stream_id(when: Since, *, now: float, default: str) -> str:
-    seconds = epoch(when, now=now)
+def _stream_id(when: Since, *, now: float, default: str, option: str) -> str:
+    seconds = epoch(when, now=now, option=option)
     return default if seconds is None else str(int(seconds * 1000))
 
 
@@ -108,7 +89,6 @@ def _frame(blocks: list[bytes]) -> pd.DataFrame:
 
 
 def events(
-    app: TaskkitApp | None = None,
     *,
     since: Since = None,
     until: Since = None,
@@ -117,6 +97,7 @@ def events(
     queue: str | None = None,
     worker: str | None = None,
     limit: int | None = None,
+    app: TaskkitApp | None = None,
 ) -> pd.DataFrame:
     """One row per recorded event (oldest first), filtered by time window, task, event, queue, worker.
 
@@ -126,7 +107,8 @@ def events(
     """
     app = app or get_app()
     now = time.time()
-    start, end = _stream_id(since, now=now, default="-"), _stream_id(until, now=now, default="+")
+    start = _stream_id(since, now=now, default="-", option="since")
+    end = _stream_id(until, now=now, default="+", option="until")
     df = _frame(list(_raw_pages(app, start, end, limit)))
     for col, value in (("task", task), ("event", event), ("queue", queue), ("worker", worker)):
         if value is not None:
@@ -134,14 +116,14 @@ def events(
     return df.reset_index(drop=True)
 
 
-def runs(app: TaskkitApp | None = None, *, state: str | None = None, **filters: Any) -> pd.DataFrame:
+def runs(*, state: str | None = None, app: TaskkitApp | None = None, **filters: Any) -> pd.DataFrame:
     """One row per task run: latest state, times, queue wait and runtime (seconds), attempts.
 
     Filters as for events(); `state` is a Celery state name (SUCCESS, FAILURE, RETRY, …).
     Queue wait is first start minus first send (or first receive, for plain Celery clients);
     runtime is the end of the run minus the start of its last attempt.
     """
-    ev = events(app, **filters)
+    ev = events(app=app, **filters)
     event, ts = ev["event"].astype(str), ev["ts"]
     ev = ev.assign(
         event=event,
@@ -176,52 +158,3 @@ def runs(app: TaskkitApp | None = None, *, state: str | None = None, **filters: 
     if state is not None:
         out = out[out["state"] == state]
     return out.sort_values("sent_at", na_position="last").reset_index()
-
-
-# ------------------------------------------------------------ rerun
-
-
-def recorded_call(app: TaskkitApp, task_id: str) -> dict[str, Any]:
-    """The task, args, kwargs, queue and priority a run was sent with."""
-    with redis_client(app) as client:
-        stream_id = client.get(app.keys.run_index(task_id))
-        entry = client.xrange(app.keys.runs(), stream_id, stream_id) if stream_id else []
-    if not entry:
-        raise UnknownRun(task_id)
-    row = dict(zip(FIELDS, entry[0][1][b"v"].decode().split(SEP), strict=True))
-    return {
-        "task": row["task"], "args": row["args"], "kwargs": row["kwargs"], "cut": row["cut"],
-        "queue": row["queue"] or None, "priority": int(row["priority"]) if row["priority"] else None,
-    }  # fmt: skip
-
-
-def rerun(
-    task_id: str,
-    *,
-    app: TaskkitApp | None = None,
-    args: list[Any] | None = None,
-    kwargs: dict[str, Any] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-) -> Any:
-    """Submit a recorded run again with its original arguments, queue and priority.
-
-    Any of them can be overridden. The new run records `rerun_of` = task_id. Refuses when
-    the original arguments were cut (longer than history.max_value_bytes) and not given.
-    """
-    from .client import submit
-
-    app = app or get_app()
-    call = recorded_call(app, task_id)
-    for part, given in (("args", args), ("kwargs", kwargs)):
-        if given is None and part in call["cut"].split(","):
-            raise TaskkitError(f"the recorded {part} of {task_id} were cut at history.max_value_bytes; pass {part} explicitly to rerun it")
-    return submit(
-        call["task"],
-        args=json.loads(call["args"]) if args is None else args,
-        kwargs=json.loads(call["kwargs"]) if kwargs is None else kwargs,
-        queue=queue or call["queue"],
-        priority=call["priority"] if priority is None else priority,
-        headers={"rerun_of": task_id},
-        app=app,
-    )

@@ -10,38 +10,36 @@ import builtins
 import inspect
 import random
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ClassVar
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
-from celery.signals import task_failure
 from celery.utils.dispatch import Signal
 from celery.utils.imports import symbol_by_name
 from kombu.exceptions import EncodeError
 
 from .broker import REDIS_ERRORS, check_reachable, unavailable
-from .config import PRIORITIES, ConfigError
-from .errors import InvalidArguments, InvalidOption, UnknownQueue
-from .recorder import publishing
-from .topology import RetryPolicy
+from .errors import ConfigError, InvalidArguments, InvalidOption, UnknownQueue
+from .kinds import PRIORITY, refuse
+from .topology import Decision, RetryPolicy
 
 PROGRESS = "PROGRESS"  # result state while a task reports progress
 PROGRESS_MIN_INTERVAL = 0.2  # seconds between progress writes; the last one always goes out
 
 #: Sent once when a task fails for good: retries exhausted, an error it does not retry,
 #: a hard time limit, or a Reject without requeue. Receivers get sender=task, task_id, exc,
-#: args, kwargs, einfo. Celery's task_failure covers exactly these cases (a retry is
-#: task_retry), in the pool process or, for time limits, the worker's main process.
+#: args, kwargs, einfo. Sent from Celery's task_failure (see taskkit.capture.receivers),
+#: which covers exactly these cases (a retry is task_retry), in the pool process or, for
+#: time limits, the worker's main process.
 final_failure = Signal(name="taskkit.final_failure")
 
-
-@task_failure.connect(weak=False)
-def _failed_for_good(sender: Any = None, task_id: str = "", exception: BaseException | None = None,
-                     args: Any = None, kwargs: Any = None, einfo: Any = None, **_: Any) -> None:  # fmt: skip
-    if isinstance(sender, TaskkitTask):
-        final_failure.send(sender=sender, task_id=task_id, exc=exception, args=args, kwargs=kwargs, einfo=einfo)
+# What is being published right now in this context, {"app": app}: after_task_publish does
+# not say which app sent a message (a process may hold several; a plain Celery app's sends
+# are not ours), and only before_task_publish sees the message priority.
+publishing: ContextVar[dict[str, Any] | None] = ContextVar("taskkit_publishing", default=None)
 
 
 # Task-class attributes a task may declare, and the policy field each one sets.
@@ -119,10 +117,14 @@ class TaskkitTask(Task):
 
     # ------------------------------------------------------------ policy
 
+    def decide(self, options: dict[str, Any] | None = None) -> Decision:
+        """Queue, priority and retry policy of this task with these call options (topology.decide)."""
+        return self.app.topology.decide(self.name, self.taskkit_declared, options)
+
     def _policy(self) -> tuple[RetryPolicy, tuple[type[BaseException], ...]]:
         cached = self.__dict__.get("_taskkit_policy")
         if cached is None:
-            decision = self.app.topology.explain(self.name, self)
+            decision = self.decide()
             cached = decision.retry, resolve_exceptions(decision.retry.on)
             self._taskkit_policy = cached
             self.max_retries = decision.retry.max_retries  # what Celery's retry() enforces
@@ -133,6 +135,9 @@ class TaskkitTask(Task):
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any) -> Any:
         self.check_call(args, kwargs, options)
         self._policy()
+        decision = self.decide(options)  # the message carries exactly what `routes explain` says
+        options.setdefault("queue", decision.queue)  # a kombu Queue given by the caller stays as it is
+        options["priority"] = decision.priority
         if not self.app.conf.task_always_eager:
             check_reachable(self.app)
         token = publishing.set({"app": self.app})  # tells the run-history recorder who sends
@@ -151,7 +156,7 @@ class TaskkitTask(Task):
             publishing.reset(token)
 
     def check_call(self, args: Any, kwargs: Any, options: dict[str, Any]) -> None:
-        """Refuse a call that would fail or misbehave later; fills in the queue's priority."""
+        """Refuse a call that would fail or misbehave later; changes nothing."""
         if args is not None and not isinstance(args, (list, tuple)):
             raise InvalidArguments(self.name, f"args must be a list, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, dict):
@@ -163,17 +168,12 @@ class TaskkitTask(Task):
             signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
-        queues, declared = self.app.topology.queues, self.taskkit_declared
-        queue = options.get("queue") or declared.get("queue")  # the caller's, else the task's own
-        if queue is not None:
-            queue_name = getattr(queue, "name", queue)
-            if queue_name not in queues:
-                raise UnknownQueue(queue_name, queues)
-            if options.get("priority") is None and declared.get("priority") is None:
-                options["priority"] = queues[queue_name]  # a queue's messages default to its priority
-        priority = options.get("priority")
-        if priority is not None and (isinstance(priority, bool) or priority not in PRIORITIES):
-            raise InvalidOption("priority", priority, "expected a whole number 0-9 (0 is the highest)")
+        queues = self.app.topology.queues
+        queue = options.get("queue") or self.taskkit_declared.get("queue")  # the caller's, else the task's own
+        if queue is not None and (queue_name := getattr(queue, "name", queue)) not in queues:
+            raise UnknownQueue(queue_name, queues)
+        if options.get("priority") is not None:
+            refuse("priority", options["priority"], PRIORITY)
         self._check_delay(options)
 
     def _check_delay(self, options: dict[str, Any]) -> None:

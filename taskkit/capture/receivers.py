@@ -1,0 +1,199 @@
+"""Every Celery signal taskkit listens to, wired by one `connect()` (create_app calls it).
+
+Receivers are connected strongly and with a dispatch_uid, so connecting twice (several
+apps in one process, a re-imported module) never doubles an event. Each receiver finds
+the app from its sender and does nothing for a plain Celery app.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import current_app, signals
+from celery.exceptions import Reject
+from kombu.utils.json import dumps as kombu_dumps
+
+from .. import logs
+from ..broker import eviction_warning
+from ..task import TaskkitTask, final_failure, publishing
+from . import letters, rows
+from .recorder import Recorder, recorder_for
+
+log = logging.getLogger(__name__)
+
+
+def connect() -> None:
+    """Connect every receiver below (idempotent)."""
+    for signal, receiver in (
+        # logging and beat
+        (signals.after_setup_logger, _install_logging),
+        (signals.after_setup_task_logger, _install_logging),
+        (signals.beat_init, _warn_if_evicting),
+        # run history: client side
+        (signals.before_task_publish, _sending),
+        (signals.after_task_publish, _sent),
+        # run history: worker side
+        (signals.task_received, _received),
+        (signals.task_prerun, _started),
+        (signals.task_success, _succeeded),
+        (signals.task_retry, _retried),
+        (signals.task_failure, _failed),
+        (signals.task_revoked, _revoked),
+        (signals.task_rejected, _rejected),
+        (signals.worker_process_shutdown, _flush),
+        (signals.worker_shutdown, _flush),
+        # dead letters
+        (signals.task_failure, _final_failure),
+        (final_failure, _dead_letter),
+        (signals.task_unknown, _unknown_task),
+    ):
+        signal.connect(receiver, weak=False, dispatch_uid=f"taskkit.{signal.name}.{receiver.__name__}")
+
+
+def _ours(app: Any) -> bool:
+    return getattr(app, "settings", None) is not None and getattr(app, "keys", None) is not None
+
+
+def _task_recorder(task: Any) -> Recorder | None:
+    return recorder_for(task.app) if task is not None else None
+
+
+def _attempt(task: Any) -> int:
+    return (task.request.retries or 0) + 1
+
+
+# ------------------------------------------------------------ logging and beat
+
+
+def _install_logging(logger: logging.Logger, **_: Any) -> None:
+    settings = getattr(current_app, "settings", None)
+    logs.install(logger, settings.log.format if settings else "text")
+
+
+def _warn_if_evicting(sender: Any, **_: Any) -> None:
+    # After beat has set up logging, before it waits for the lock: an allkeys-* policy can
+    # silently drop schedules and the lock, so say it where operators look.
+    app = getattr(sender, "app", None)
+    if _ours(app) and (message := eviction_warning(app)):
+        log.warning("taskkit: %s", message)
+
+
+# ------------------------------------------------------------ run history
+
+
+def _sending(properties: dict | None = None, **_: Any) -> None:
+    if (current := publishing.get()) is not None:
+        # stamped before the message exists: a worker may receive it before after_task_publish
+        current.update(priority=(properties or {}).get("priority"), ts=time.time())
+
+
+def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", **_: Any) -> None:
+    current = publishing.get()
+    rec = recorder_for(current["app"]) if current is not None else None
+    if rec is None or not headers or "id" not in headers:
+        return
+    args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) >= 2 else (None, None)
+    rec.record(
+        "sent", task=headers.get("task"), id=headers["id"], parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
+        rerun_of=headers.get("rerun_of"), queue=routing_key, priority=current.get("priority"),
+        attempt=(headers.get("retries") or 0) + 1, eta=headers.get("eta"), args=args, kwargs=kwargs, index=True,
+        ts=current.get("ts"),
+    )  # fmt: skip
+
+
+def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    rec = _task_recorder(getattr(request, "task", None))
+    if rec is None:
+        return
+    info = request.delivery_info or {}
+    rd = request.request_dict
+    rec.record(
+        "received", task=request.name, id=request.id, parent_id=rd.get("parent_id"), root_id=rd.get("root_id"),
+        rerun_of=rd.get("rerun_of"), queue=info.get("routing_key"), priority=info.get("priority"), worker=request.hostname,
+        attempt=(rd.get("retries") or 0) + 1, eta=rd.get("eta"), args=request.args, kwargs=request.kwargs, index=True,
+    )  # fmt: skip
+
+
+def _started(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    if rec := _task_recorder(task):
+        rec.record("started", task=task.name, id=task_id, worker=task.request.hostname, attempt=_attempt(task))
+
+
+def _succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if rec := _task_recorder(sender):
+        size = len(kombu_dumps(result)) if result is not None else 0
+        rec.record(
+            "succeeded", task=sender.name, id=sender.request.id, worker=sender.request.hostname, attempt=_attempt(sender), result_size=size
+        )
+
+
+def _retried(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
+    if rec := _task_recorder(sender):
+        exc = getattr(reason, "exc", None) or reason
+        rec.record(
+            "retried", task=sender.name, id=request.id, worker=request.hostname, attempt=(request.retries or 0) + 1,
+            exc_type=type(exc).__name__, exc_message=rows.text(exc), traceback=rows.text(getattr(einfo, "traceback", "")),
+        )  # fmt: skip
+
+
+def _failed(sender: Any = None, task_id: str = "", exception: BaseException | None = None, einfo: Any = None, **_: Any) -> None:
+    if rec := _task_recorder(sender):
+        event = "rejected" if isinstance(exception, Reject) else "failed"
+        rec.record(
+            event, task=sender.name, id=task_id, worker=sender.request.hostname, attempt=_attempt(sender),
+            exc_type=type(exception).__name__, exc_message=rows.text(exception), traceback=rows.text(getattr(einfo, "traceback", "")),
+        )  # fmt: skip
+
+
+def _revoked(sender: Any = None, request: Any = None, terminated: bool = False, expired: bool = False, **_: Any) -> None:
+    if rec := _task_recorder(sender):
+        why = "expired" if expired else "terminated" if terminated else ""
+        # request is a Request, or a bare Context for a revoked ETA task: read it defensively
+        rec.record("revoked", task=sender.name, id=request.id, worker=getattr(request, "hostname", None), exc_message=rows.text(why))
+
+
+def _rejected(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    rec = recorder_for(app) if app is not None else None
+    headers = getattr(message, "headers", None) or {}
+    if rec is not None and "id" in headers:
+        rec.record(
+            "rejected", task=headers.get("task"), id=headers["id"], worker=getattr(sender, "hostname", None),
+            exc_type=type(exc).__name__, exc_message=rows.text(exc),
+        )  # fmt: skip
+
+
+def _flush(**_: Any) -> None:
+    rec = recorder_for(current_app._get_current_object())
+    if rec is not None:
+        rec.flush()
+
+
+# ------------------------------------------------------------ dead letters
+
+
+def _final_failure(sender: Any = None, task_id: str = "", exception: BaseException | None = None,
+                   args: Any = None, kwargs: Any = None, einfo: Any = None, **_: Any) -> None:  # fmt: skip
+    if isinstance(sender, TaskkitTask):
+        final_failure.send(sender=sender, task_id=task_id, exc=exception, args=args, kwargs=kwargs, einfo=einfo)
+
+
+def _dead_letter(sender: Any = None, task_id: str = "", exc: BaseException | None = None, args: Any = None,
+                 kwargs: Any = None, einfo: Any = None, **_: Any) -> None:  # fmt: skip
+    try:
+        letters.store(sender.app, letters.from_failure(sender, task_id, exc, args, kwargs, einfo))
+    except Exception:  # never let bookkeeping fail the worker; the run history still has it
+        log.exception("taskkit: could not store dead letter for %s[%s]", sender.name, task_id)
+
+
+def _unknown_task(sender: Any = None, name: str = "", id: str = "", message: Any = None, exc: Any = None, **_: Any) -> None:
+    """A message for a task no worker has: keep it rather than let Celery drop it."""
+    app = current_app._get_current_object()
+    if not _ours(app):
+        return
+    try:
+        letters.store(app, letters.from_unknown(name, id, message))
+    except Exception:
+        log.exception("taskkit: could not store dead letter for unknown task %s[%s]", name, id)

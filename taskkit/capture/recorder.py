@@ -1,0 +1,177 @@
+"""Run history, write side: lifecycle events → an in-memory buffer → the stream, batched off the task's path.
+
+Every process that publishes or runs tasks (a client, the worker's main process, each
+pool child) records events into a buffer; a daemon thread writes it with one script call
+per batch (at most one round trip per event, usually far fewer). A Redis hiccup is logged
+and counted, never raised into a task. Events still buffered when a process is SIGKILLed
+(milliseconds' worth) are lost; everything else is flushed at exit and at worker shutdown.
+
+The recorders' counters (events written, failed writes, events dropped) are summed in one
+hash under the key prefix, updated by the same script call as the batch, so an exporter or
+a notebook reads them from outside the process (`recorder_stats`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..broker import redis_client
+from ..errors import UnknownRun
+from . import rows
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.05  # seconds between writes while events keep coming
+BATCH = 2000  # events per script call
+BUFFER_CAP = 100_000  # events kept while Redis is unreachable; older ones are dropped and counted
+TRIM_EVERY = 50  # batches between age trims (MINID)
+WARN_EVERY = 30.0  # seconds between warnings while Redis stays unreachable
+STATS = ("written", "failed", "dropped")  # fields of the counters hash
+
+# XADD every row (MAXLEN ~ caps the length), remember where each run's arguments are
+# (for rerun), add to the counters, and now and then drop events older than max_age (MINID ~).
+# KEYS: stream, counters. ARGV: max_events, minid, index ttl, index prefix, failed, dropped,
+# then per event: row, task id to index ('' = none).
+_WRITE = """
+for i = 7, #ARGV, 2 do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'v', ARGV[i])
+  if ARGV[i + 1] ~= '' then
+    redis.call('SET', ARGV[4] .. ARGV[i + 1], id, 'NX', 'EX', ARGV[3])
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'written', (#ARGV - 6) / 2)
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'failed', ARGV[5]) end
+if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[2], 'dropped', ARGV[6]) end
+if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end
+return #ARGV
+"""
+
+
+class Recorder:
+    """Buffers events of one app in this process and writes them in batches."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        h = app.settings.history
+        self.max_value_bytes, self.max_events, self.max_age = h.max_value_bytes, h.max_events, h.max_age
+        self.stream = app.keys.runs()
+        self.stats_key = app.keys.recorder_stats()
+        self.index_prefix = app.keys.run_index("")
+        self.buffer: deque[tuple[str, str]] = deque()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()  # one flush at a time (the thread, exit, shutdown)
+        self.pid = 0
+        self.errors = 0  # failed writes, in this process
+        self.dropped = 0  # events given up while Redis was unreachable, in this process
+        self._unreported = [0, 0]  # failed writes, dropped events not yet added to the counters hash
+        self.batches = 0
+        self.warned_at = -WARN_EVERY
+        self._script: Any = None
+
+    # ------------------------------------------------------------ recording
+
+    def record(
+        self, event: str, *, args: Any = None, kwargs: Any = None, index: bool = False, ts: float | None = None, **fields: Any
+    ) -> None:
+        if args is not None or kwargs is not None:
+            fields["args"], args_cut = rows.cut(args or [], self.max_value_bytes)
+            fields["kwargs"], kwargs_cut = rows.cut(kwargs or {}, self.max_value_bytes)
+            fields["cut"] = ",".join(n for n, c in (("args", args_cut), ("kwargs", kwargs_cut)) if c)
+        fields.update(event=event, ts=repr(time.time() if ts is None else ts))
+        row = rows.pack(fields)
+        self._start()
+        self.buffer.append((row, fields["id"] if index else ""))
+        if len(self.buffer) >= BATCH:
+            self.wake.set()
+
+    def _start(self) -> None:
+        if self.pid != os.getpid():  # first event in this process, or a fresh fork
+            self.pid = os.getpid()
+            # A fork inherits the parent's buffer (the parent writes it) and maybe a held lock.
+            self.buffer.clear()
+            self.lock, self.wake = threading.Lock(), threading.Event()
+            threading.Thread(target=self._run, name="taskkit-recorder", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(FLUSH_INTERVAL)
+            self.wake.clear()
+            if self.buffer:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered; on failure keep it for the next try (bounded)."""
+        with self.lock:
+            while self.buffer:
+                batch = [self.buffer.popleft() for _ in range(min(BATCH, len(self.buffer)))]
+                try:
+                    self._write(batch)
+                except Exception as exc:  # never raise into a task: count, log, keep for later
+                    self.errors += 1
+                    self._unreported[0] += 1
+                    self.buffer.extendleft(reversed(batch))
+                    while len(self.buffer) > BUFFER_CAP:
+                        self.buffer.pop()
+                        self.dropped += 1
+                        self._unreported[1] += 1
+                    if time.monotonic() - self.warned_at > WARN_EVERY:
+                        self.warned_at = time.monotonic()
+                        log.warning("taskkit: run history not written (%s); %d events buffered", exc, len(self.buffer))
+                    return
+
+    def _write(self, batch: list[tuple[str, str]]) -> None:
+        self.batches += 1
+        minid = ""
+        if self.batches % TRIM_EVERY == 1:
+            minid = str(int((time.time() - self.max_age) * 1000))
+        failed, dropped = self._unreported
+        argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped]
+        for row, index_id in batch:
+            argv += (row, index_id)
+        with redis_client(self.app) as client:
+            if self._script is None:
+                self._script = client.register_script(_WRITE)
+            self._script(keys=[self.stream, self.stats_key], args=argv, client=client)
+        self._unreported = [0, 0]
+
+
+def recorder_for(app: Any) -> Recorder | None:
+    """The app's recorder, or None for a non-taskkit app or history.enabled = false."""
+    rec = app.__dict__.get("_taskkit_recorder", False)
+    if rec is False:
+        settings = getattr(app, "settings", None)
+        rec = Recorder(app) if settings is not None and settings.history.enabled and not settings.eager else None
+        app._taskkit_recorder = rec
+        if rec is not None:
+            atexit.register(rec.flush)
+    return rec
+
+
+# ------------------------------------------------------------ reading back what was written
+
+
+def recorded_call(app: Any, task_id: str) -> dict[str, Any]:
+    """The task, args, kwargs (JSON text), cut marks, queue and priority a run was sent with."""
+    with redis_client(app) as client:
+        stream_id = client.get(app.keys.run_index(task_id))
+        entry = client.xrange(app.keys.runs(), stream_id, stream_id) if stream_id else []
+    if not entry:
+        raise UnknownRun(task_id)
+    row = rows.unpack(entry[0][1][rows.FIELD.encode()])
+    return {
+        "task": row["task"], "args": row["args"], "kwargs": row["kwargs"], "cut": row["cut"].split(",") if row["cut"] else [],
+        "queue": row["queue"] or None, "priority": int(row["priority"]) if row["priority"] else None,
+    }  # fmt: skip
+
+
+def stats(app: Any) -> dict[str, int]:
+    """The recorders' counters summed over every process since the history began."""
+    with redis_client(app) as client:
+        raw = client.hgetall(app.keys.recorder_stats())
+    return {name: int(raw.get(name.encode(), 0)) for name in STATS}

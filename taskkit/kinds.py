@@ -1,0 +1,175 @@
+"""Value kinds shared by config, the API and the CLI: durations, priorities, whole numbers,
+URLs, time bounds. Each is checked here once, with one wording of what is expected.
+
+A Kind's `check` returns the clean value or raises ValueError; `refuse` turns that into the
+InvalidOption a public function raises, so every caller refuses a value the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InvalidOption
+
+PRIORITIES = range(10)  # Redis transport: 0 is the highest priority
+URL_SCHEMES = ("redis", "rediss", "sentinel")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one value is checked, and read from an environment string."""
+
+    expected: str
+    check: Callable[[Any], Any]  # returns the clean value or raises ValueError
+    from_text: Callable[[str], Any] = str
+
+
+def refuse(option: str, value: Any, kind: Kind) -> Any:
+    """`kind.check(value)`, or InvalidOption naming the option and what was expected."""
+    try:
+        return kind.check(value)
+    except (ValueError, TypeError):
+        raise InvalidOption(option, value, f"expected {kind.expected}") from None
+
+
+def _typed(*types: type) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        # bool is an int in Python; a config that says `port = true` is still wrong
+        if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
+            raise ValueError
+        return v
+
+    return check
+
+
+def _at_least(low: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if _typed(int)(v) < low:
+            raise ValueError
+        return v
+
+    return check
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(v: Any) -> float:
+    """ "90s", "15m", "2h", "7d", or a number of seconds → seconds (float, ≥ 0)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        seconds = float(v)
+    elif isinstance(v, str) and (m := _DURATION.match(v)):
+        seconds = float(m[1]) * _UNIT[m[2]]
+    else:
+        raise ValueError
+    if seconds < 0:
+        raise ValueError
+    return seconds
+
+
+def _positive_seconds(v: Any) -> float:
+    if (seconds := parse_duration(v)) <= 0:
+        raise ValueError
+    return seconds
+
+
+def _url(v: Any) -> str:
+    if not isinstance(v, str) or urlsplit(v).scheme not in URL_SCHEMES:
+        raise ValueError
+    return v
+
+
+def _optional_url(v: Any) -> str:
+    return "" if v == "" else _url(v)
+
+
+def _str_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+        raise ValueError
+    return tuple(v)
+
+
+def _names(v: Any) -> tuple[str, ...]:
+    names = _str_list(v)
+    if not all(re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names):
+        raise ValueError
+    return names
+
+
+def _priority(v: Any) -> int:
+    if _typed(int)(v) not in PRIORITIES:
+        raise ValueError
+    return v
+
+
+def _port(v: Any) -> int:
+    if _typed(int)(v) not in range(1, 65536):
+        raise ValueError
+    return v
+
+
+def choice(*allowed: str) -> Kind:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError
+        return v
+
+    return Kind(f"one of {', '.join(allowed)}", check)
+
+
+def _bool_text(s: str) -> bool:
+    low = s.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    return s  # type: ignore[return-value]  # left for check() to reject
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _number_text(s: str) -> Any:
+    try:
+        return int(s)
+    except ValueError:
+        return s
+
+
+STR = Kind("a string", _typed(str))
+BOOL = Kind("true or false", _typed(bool), _bool_text)
+COUNT = Kind("a whole number ≥ 0", _at_least(0), _number_text)
+POSITIVE = Kind("a whole number ≥ 1", _at_least(1), _number_text)
+PORT = Kind("a port number 1-65535", _port, _number_text)
+DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
+TIMEOUT = Kind('seconds > 0, such as 1.5 or "2s"', _positive_seconds)
+URL = Kind(f"a URL starting with {', '.join(s + '://' for s in URL_SCHEMES)}", _url)
+OPTIONAL_URL = Kind(f"empty or {URL.expected}", _optional_url)
+NAMES = Kind("a list of dotted names", _names, _split)
+PRIORITY = Kind("a priority 0-9 (0 is the highest)", _priority, _number_text)
+
+
+# ---------------------------------------------------------------- time bounds
+
+Since = datetime | timedelta | str | float | None  # a time bound: a datetime, epoch seconds, or an age ("24h")
+
+
+def epoch(when: Since, *, now: float, option: str = "since") -> float | None:
+    """A time bound as seconds since the epoch: a datetime, a number, or an age like "24h"."""
+    if when is None or (isinstance(when, (int, float)) and not isinstance(when, bool)):
+        return when
+    if isinstance(when, datetime):
+        return when.timestamp()
+    if isinstance(when, timedelta):
+        return now - when.total_seconds()
+    try:
+        return now - parse_duration(when)
+    except ValueError:
+        raise InvalidOption(option, when, "expected an age such as '30m', '24h', '7d', a datetime or epoch seconds") from None
