@@ -89,6 +89,11 @@ def on_low() -> str:
     return "low"
 
 
+@shared_task(name="tests.urgent", priority=2)
+def urgent() -> str:
+    return "urgent"
+
+
 @shared_task(name="tests.stubborn")
 def stubborn(seconds: float) -> None:
     """Ignores the soft time limit, so only the hard one can stop it."""

@@ -274,6 +274,14 @@ def test_pool_grow_and_shrink_show_in_stats(stack):
     assert "Autoscale not enabled" in out["errors"][W2]
 
 
+def test_redis_info_on_its_own(stack):
+    info = taskkit.redis_info(app=stack.app)
+    assert 0 < info["latency_ms"] < 100
+    assert info["version"] == stack.redis.info()["redis_version"] and info["role"] == "master"
+    assert info["used_memory_bytes"] > 0 and info["connected_clients"] >= 1 and info["evicted_keys"] == 0
+    assert {"maxmemory_bytes", "maxmemory_policy", "aof_enabled", "uptime_s"} <= info.keys()
+
+
 def test_workers_lists_both_with_their_queues(stack):
     out = taskkit.workers(timeout=FAST, app=stack.app)
     assert out["replies"].keys() == set(BOTH) and out["missing"] == []
@@ -304,6 +312,8 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
         lambda: taskkit.purge_queue("default", app=app),
         lambda: taskkit.workers(app=app),
         lambda: taskkit.pause("low", destination="w1@nowhere", app=app),
+        lambda: taskkit.redis_info(app=app),
+        lambda: taskkit.result("some-id", app=app),
     ]
     for call in calls:
         start = time.monotonic()
@@ -389,7 +399,7 @@ def test_cli_workers_pause_resume_and_missing_workers(cli):
         (["purge", "nope", "--yes"], 1, "unknown queue 'nope'"),
         (["rate-limit", "tests.whoami", "1/x"], 1, "expected a rate"),
         (["rate-limit", "tests.nope", "1/s"], 1, "unknown task 'tests.nope'"),
-        (["revoke"], 2, "give task IDS or --name TASK"),
+        (["revoke"], 1, "give task ids or a task name"),
         (["pool", "grow", "0"], 1, "n=0: expected a whole number ≥ 1"),
         (["pool", "autoscale", "2", "3"], 1, "minimum=3: expected a whole number from 0 to maximum (2)"),
         (["workers", "-d", "ghost@nowhere", "--timeout", "0.2"], 1, "no reply from ghost@nowhere within 0.2s"),

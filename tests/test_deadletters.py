@@ -159,7 +159,10 @@ def test_drop_and_purge(stack):
     with pytest.raises(taskkit.UnknownDeadLetter):
         dlq.get(ids[0], app=stack.app)
     low = len(dlq.entries(app=stack.app, queue="low"))
+    assert dlq.count(queue="low", app=stack.app) == low == dlq.counts(app=stack.app)["low"] >= 2
+    assert dlq.count(app=stack.app) == sum(dlq.counts(app=stack.app).values()) == len(dlq.entries(app=stack.app))
     assert dlq.purge(app=stack.app, queue="low") == low >= 2
+    assert "low" not in dlq.counts(app=stack.app) and dlq.count(queue="low", app=stack.app) == 0
     assert dlq.entries(app=stack.app, queue="low") == []
     assert json.loads(json.dumps(dlq.entries(app=stack.app)))  # plain data: other queues remain
 

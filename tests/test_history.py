@@ -239,3 +239,20 @@ def test_a_redis_hiccup_is_counted_never_raised(tmp_path):
     rec.record("started", task="tests.add", id="x")
     rec.flush()  # Redis is down: no exception reaches the caller
     assert rec.errors == 1 and len(rec.buffer) == 1  # kept for the next flush
+
+
+def test_recorder_counters_are_readable_from_outside_the_process(make_stack):
+    stack = make_stack()
+    stack.start_worker("counted", concurrency=1)
+    before = taskkit.recorder_stats(app=stack.app)
+    assert before == {"written": 0, "failed": 0, "dropped": 0}
+    taskkit.submit("tests.add", args=[1, 2], app=stack.app).get(timeout=10)
+    # sent (this process) + received, started, succeeded (the worker's processes), each in its own batch
+    wait_until(lambda: taskkit.recorder_stats(app=stack.app)["written"] == 4, 5, "four events counted")
+    from taskkit.capture.recorder import recorder_for
+
+    rec = recorder_for(stack.app)
+    rec._unreported = [2, 5]  # as if two writes had failed and five events been dropped while Redis was away
+    rec.record("started", task="tests.add", id="y")
+    rec.flush()
+    assert taskkit.recorder_stats(app=stack.app) == {"written": 5, "failed": 2, "dropped": 5}

@@ -72,6 +72,26 @@ def test_progress_is_readable_from_the_result(shared_stack):
     assert res.get(timeout=10) == 10
 
 
+def test_wait_follows_progress_and_returns_the_result(shared_stack):
+    res = taskkit.submit("tests.progressing", args=[5, 0.3], app=shared_stack.app)
+    seen = []
+    info = taskkit.wait(res.id, timeout=15, on_progress=seen.append, app=shared_stack.app)
+    assert info["state"] == "SUCCESS" and info["result"] == 5 and seen[-1] == info
+    assert any(s["state"] == PROGRESS for s in seen)
+    done = [s["progress"]["done"] for s in seen if s["state"] == PROGRESS]
+    assert done == sorted(done) and len(done) == len(set(done))  # one call per change
+
+
+def test_wait_times_out_with_one_clear_line(shared_stack):
+    res = taskkit.submit("tests.sleeps", args=[2], app=shared_stack.app)
+    start = time.monotonic()
+    with pytest.raises(taskkit.WaitTimeout, match=f"task {res.id} did not finish within 0.5s"):
+        taskkit.wait(res.id, timeout=0.5, app=shared_stack.app)
+    assert time.monotonic() - start < 1.5
+    with pytest.raises(taskkit.InvalidOption, match="timeout=0"):
+        taskkit.wait(res.id, timeout=0, app=shared_stack.app)
+
+
 def test_worker_log_lines_carry_task_name_and_id(shared_stack):
     res = taskkit.submit("tests.says", args=["hello"], app=shared_stack.app)
     res.get(timeout=10)

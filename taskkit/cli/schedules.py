@@ -11,8 +11,6 @@ import click
 from .. import schedules as api
 from .common import CliContext, args_option, emit, json_option, kwargs_option, pass_cli, priority_option, queue_option, table
 
-TIMING = ("every", "cron", "at")
-
 
 def _time(dt: datetime | None) -> str:
     return dt.isoformat(sep=" ", timespec="seconds") if dt else "-"
@@ -33,12 +31,6 @@ def _human(s: api.Schedule) -> str:
         ("runs", s.total_run_count),
     ]
     return f"{s.name}\n" + "\n".join(f"  {k:<9} {v}" for k, v in rows)
-
-
-def _timing(every: str | None, cron: str | None, at: str | None, *, required: bool) -> None:
-    given = [name for name, v in zip(TIMING, (every, cron, at), strict=True) if v is not None]
-    if len(given) > 1 or (required and not given):
-        raise click.UsageError("give exactly one of --every, --cron or --at" if required else "give at most one of --every, --cron or --at")
 
 
 every_option = click.option("--every", metavar="DURATION", help='Interval: "15m", "2h", "0.5s" or seconds.')
@@ -110,7 +102,6 @@ def show(cli: CliContext, name: str, count: int, as_json: bool) -> None:
 @pass_cli
 def add(cli: CliContext, name: str, task: str, disabled: bool, as_json: bool, **options: Any) -> None:
     """Add schedule NAME sending TASK: exactly one of --every, --cron (+ --timezone) or --at."""
-    _timing(options["every"], options["cron"], options["at"], required=True)
     options["args"] = options["args"] or []
     s = api.add_schedule(name, task, enabled=not disabled, app=cli.app, **options)
     emit(asdict(s), as_json, lambda _: _human(s))
@@ -131,7 +122,6 @@ def add(cli: CliContext, name: str, task: str, disabled: bool, as_json: bool, **
 @pass_cli
 def update(cli: CliContext, name: str, as_json: bool, **options: Any) -> None:
     """Change a runtime schedule; what is not given stays. Beat applies it within one tick."""
-    _timing(options["every"], options["cron"], options["at"], required=False)
     s = api.update_schedule(name, app=cli.app, **options)
     emit(asdict(s), as_json, lambda _: _human(s))
 

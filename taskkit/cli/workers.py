@@ -98,8 +98,6 @@ def revoke(
     as_json: bool,
 ) -> None:
     """Revoke tasks by ID (or all of one task with --name): workers drop them when they arrive."""
-    if not ids and not task_name:
-        raise click.UsageError("give task IDS or --name TASK")
     out = control.revoke(
         ids, task_name=task_name, terminate=terminate, signal=signal, destination=destination, timeout=timeout, app=cli.app
     )
