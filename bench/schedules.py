@@ -28,11 +28,13 @@ from typing import Any
 
 import redis
 from celery.beat import PersistentScheduler
+from celery.schedules import schedule as interval
 from redbeat.schedulers import acquire_distributed_beat_lock
 
 import taskkit
 from bench.common import redis_server
-from taskkit import beat, schedules
+from taskkit import beat
+from taskkit import schedule_store as store
 from taskkit.config import load_settings
 from taskkit.keys import redbeat_keys
 
@@ -97,8 +99,8 @@ def due_times(n: int, every: float, start: float) -> list[float]:
 def bench_taskkit(app: Any, n: int, every: float, seconds: float, r: redis.Redis) -> dict[str, Any]:
     """Load n runtime schedules with the module's own writer (pipelined), then run its beat."""
     k = redbeat_keys(app)
-    sched = schedules.interval(timedelta(seconds=every), app=app)
-    definitions = [schedules._definition(f"s{i}", "bench.noop", sched, [], {}, {"queue": QUEUE}, True) for i in range(n)]
+    sched = interval(timedelta(seconds=every), app=app)
+    definitions = [store.definition(f"s{i}", "bench.noop", sched, [], {}, {"queue": QUEUE}, True) for i in range(n)]
     scheduler = TaskkitMeasured(app=app, max_interval=5.0)
     scheduler.lags = []
     acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=scheduler))  # what beat_init does
@@ -108,7 +110,7 @@ def bench_taskkit(app: Any, n: int, every: float, seconds: float, r: redis.Redis
         with r.pipeline(transaction=False) as pipe:
             for i, due in enumerate(due_times(n, every, start)[lo : lo + LOAD_BATCH], lo):
                 last = datetime.fromtimestamp(due - every, UTC)
-                pipe.hset(k.entry(f"s{i}"), mapping={"definition": definitions[i], "meta": schedules._meta(last, 1)})
+                pipe.hset(k.entry(f"s{i}"), mapping={"definition": definitions[i], "meta": store.meta(last, 1)})
                 pipe.zadd(k.schedule, {k.entry(f"s{i}"): due})
             pipe.execute()
     setup = time.perf_counter() - loaded
