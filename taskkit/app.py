@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from . import capture
+from . import capture, remote  # noqa: F401 - remote registers the workers' taskkit_status command
 from .config import ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys

@@ -9,9 +9,10 @@ password masked, wherever they happen.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import redis
 from celery import Celery
@@ -79,6 +80,30 @@ def redbeat_client(app: Celery) -> Iterator[Any]:
         yield redbeat_redis(app)
     except REDIS_ERRORS as exc:
         raise unavailable(app, exc) from None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """One reader's commands for a shared pipeline, and how its replies become plain data."""
+
+    enqueue: Callable[[Any], None]  # adds commands to the pipeline
+    parse: Callable[[list[Any]], T]  # gets exactly the replies of those commands
+
+
+def read(app: Celery, *reads: Read[Any]) -> list[Any]:
+    """Run several readers in one pipelined round trip; one result per reader, in order."""
+    with redis_client(app) as client:
+        pipe = client.pipeline(transaction=False)
+        bounds = []
+        for r in reads:
+            start = len(pipe)
+            r.enqueue(pipe)
+            bounds.append((start, len(pipe)))
+        replies = pipe.execute()
+    return [r.parse(replies[a:b]) for r, (a, b) in zip(reads, bounds, strict=True)]
 
 
 def check_reachable(app: Celery) -> None:

@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from .app import TaskkitApp, get_app
-from .broker import redis_client
+from .broker import Read, read, redis_client
 from .capture import letters
 from .client import submit
 from .errors import AlreadyReplayed, ReplayInProgress, UnknownDeadLetter
@@ -110,10 +110,18 @@ def entries(
 def counts(*, app: TaskkitApp | None = None) -> dict[str, int]:
     """Dead letters per queue (queues with none left out), in one round trip."""
     app = app or get_app()
+    return read(app, counts_read(app))[0]
+
+
+def counts_read(app: TaskkitApp) -> Read[dict[str, int]]:
+    """Dead letters per queue, for a shared pipeline (one script call)."""
     keys = app.keys
-    with redis_client(app) as client:
-        flat = client.eval(_COUNTS, 1, keys.deadletter_queues(), keys.deadletter_queue(""))
-    return {q.decode(): n for q, n in sorted(zip(flat[::2], flat[1::2], strict=True)) if n}
+
+    def parse(replies: list[Any]) -> dict[str, int]:
+        flat = replies[0]
+        return {q.decode(): n for q, n in sorted(zip(flat[::2], flat[1::2], strict=True)) if n}
+
+    return Read(lambda pipe: pipe.eval(_COUNTS, 1, keys.deadletter_queues(), keys.deadletter_queue("")), parse)
 
 
 def count(*, queue: str | None = None, app: TaskkitApp | None = None) -> int:

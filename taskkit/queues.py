@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .app import TaskkitApp, get_app
-from .broker import REDIS_ERRORS, check_reachable, redis_client, unavailable
+from .broker import REDIS_ERRORS, Read, check_reachable, read, redis_client, unavailable
 from .errors import UnknownQueue
 from .kinds import COUNT, PRIORITIES, refuse
 
@@ -63,46 +63,48 @@ def check_queue(queue: str, *, app: TaskkitApp) -> None:
 def queue_depths(*, app: TaskkitApp | None = None) -> dict[str, int]:
     """Waiting messages per declared queue, every priority level counted, in one round trip."""
     app = app or get_app()
-    return {name: sum(levels) for name, levels in _levels(app, unacked=False)[0].items()}
+    return {q.name: q.waiting for q in read(app, counts_read(app, unacked=False))[0]}
 
 
 def queue_counts(*, app: TaskkitApp | None = None) -> list[QueueInfo]:
     """Waiting (per level), unacked and scheduled messages of every declared queue, in one round trip."""
     app = app or get_app()
-    levels, held = _levels(app, unacked=True)
-    now = datetime.now(UTC)
-    unacked = dict.fromkeys(levels, 0)
-    scheduled = dict.fromkeys(levels, 0)
-    for msg in held:
-        unacked[msg.queue] += 1
-        scheduled[msg.queue] += _is_future(msg.eta, now)
-    return [
-        QueueInfo(
-            name=name,
-            priority=app.topology.queues[name],
-            waiting=sum(counts),
-            levels={p: c for p, c in zip(PRIORITIES, counts, strict=True) if c},
-            unacked=unacked[name],
-            scheduled=scheduled[name],
-        )
-        for name, counts in levels.items()
-    ]
+    return read(app, counts_read(app))[0]
 
 
-def _levels(app: TaskkitApp, *, unacked: bool) -> tuple[dict[str, list[int]], list[Message]]:
-    """LLEN of every level of every declared queue (and the unacked hash) in one pipeline."""
+def counts_read(app: TaskkitApp, *, unacked: bool = True) -> Read[list[QueueInfo]]:
+    """LLEN of every level of every declared queue (and kombu's unacked hash), for one pipeline."""
     names = list(app.topology.queues)
-    with redis_client(app) as client:
-        pipe = client.pipeline(transaction=False)
+    n = len(PRIORITIES)
+
+    def enqueue(pipe: Any) -> None:
         for name in names:
             for key in app.keys.queue_levels(name):
                 pipe.llen(key)
         if unacked:
             pipe.hvals(app.keys.unacked())
-        replies = pipe.execute()
-    n = len(PRIORITIES)
-    levels = {name: replies[i * n : (i + 1) * n] for i, name in enumerate(names)}
-    return levels, list(_held(app, replies[-1])) if unacked else []
+
+    def parse(replies: list[Any]) -> list[QueueInfo]:
+        levels = {name: replies[i * n : (i + 1) * n] for i, name in enumerate(names)}
+        held = dict.fromkeys(names, 0)
+        ahead = dict.fromkeys(names, 0)
+        now = datetime.now(UTC)
+        for msg in _held(app, replies[-1]) if unacked else ():
+            held[msg.queue] += 1
+            ahead[msg.queue] += _is_future(msg.eta, now)
+        return [
+            QueueInfo(
+                name=name,
+                priority=app.topology.queues[name],
+                waiting=sum(counts),
+                levels={p: c for p, c in zip(PRIORITIES, counts, strict=True) if c},
+                unacked=held[name],
+                scheduled=ahead[name],
+            )
+            for name, counts in levels.items()
+        ]
+
+    return Read(enqueue, parse)
 
 
 def _held(app: TaskkitApp, values: Sequence[bytes]) -> Iterator[Message]:

@@ -18,7 +18,8 @@ def redis_info(*, app: TaskkitApp | None = None) -> dict[str, Any]:
 
 def recorder_stats(*, app: TaskkitApp | None = None) -> dict[str, int]:
     """The run-history recorders' counters over every process: events written, failed writes, events dropped."""
-    return recorder.stats(app or get_app())
+    app = app or get_app()
+    return broker.read(app, recorder.stats_read(app))[0]
 
 
 def health(*, app: TaskkitApp | None = None) -> dict[str, Any]:

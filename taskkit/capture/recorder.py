@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..broker import redis_client
+from ..broker import Read, redis_client
 from ..errors import UnknownRun
 from . import rows
 
@@ -170,8 +170,10 @@ def recorded_call(app: Any, task_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def stats(app: Any) -> dict[str, int]:
-    """The recorders' counters summed over every process since the history began."""
-    with redis_client(app) as client:
-        raw = client.hgetall(app.keys.recorder_stats())
-    return {name: int(raw.get(name.encode(), 0)) for name in STATS}
+def stats_read(app: Any) -> Read[dict[str, int]]:
+    """The recorders' counters summed over every process since the history began, for a shared pipeline."""
+
+    def parse(replies: list[Any]) -> dict[str, int]:
+        return {name: int(replies[0].get(name.encode(), 0)) for name in STATS}
+
+    return Read(lambda pipe: pipe.hgetall(app.keys.recorder_stats()), parse)

@@ -9,11 +9,11 @@ one tears the testbed down). The lint tests need no root and run first.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
-from testbed import Testbed, leftovers
+from testbed import Testbed, leftovers, step
 
 pytestmark = pytest.mark.deploy
 
@@ -32,7 +32,6 @@ PLAYBOOKS = ROOT / "playbooks"
 BIN = Path(sys.executable).parent  # the venv's ansible-playbook, ansible-vault, taskkit
 GROUPS = {"redis": ["tk1"], "workers": ["tk2", "tk3"], "beat": ["tk3"], "flower": ["tk3"]}
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-TIMES: dict[str, float] = {}  # step -> seconds, printed at the end
 
 TEAM_TASKS = '''
 """The team's own tasks: installed on the hosts from the wheelhouse, like any task package."""
@@ -116,6 +115,7 @@ class Fleet:
 
     def __init__(self, tb: Testbed, tmp: Path) -> None:
         self.tb, self.tmp = tb, tmp
+        self.playbook_runs = itertools.count()  # numbers the playbook logs
         self.passwords = {k: secrets.token_hex(16) for k in ("app", "monitor", "flower")}
         self.team = tmp / "tkteam"
         self.write_team_package("0.1.0")
@@ -174,13 +174,12 @@ class Fleet:
         t0 = time.monotonic()
         p = self.tb.run_in_lab(argv, capture_output=True, env=env, timeout=timeout)
         seconds = time.monotonic() - t0
-        log = self.tmp / f"{name}-{len(TIMES)}.log"
-        log.write_text(p.stdout + p.stderr)
+        (self.tmp / f"{name}-{next(self.playbook_runs)}.log").write_text(p.stdout + p.stderr)
         recap = {m[1]: tuple(int(x) for x in m.groups()[1:]) for m in RECAP.finditer(p.stdout)}
         assert p.returncode == 0, f"{name} exited {p.returncode} after {seconds:.0f}s:\n{(p.stdout + p.stderr)[-6000:]}"
         assert recap and set(recap) <= set(self.tb.hosts), recap  # deploy.yml leaves the Redis host alone
         assert all(r[2] == 0 and r[3] == 0 for r in recap.values()), recap
-        return p.stdout, recap | {"_seconds": (seconds,)}
+        return p.stdout, recap
 
     def taskkit(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """The controller's `taskkit`, inside the lab, pointed at tk1's Redis with the hosts' config."""
@@ -194,44 +193,44 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory):
-    if os.geteuid() != 0:
-        pytest.skip("the testbed needs root (network namespaces, systemd-nspawn, iptables)")
-    if not shutil.which("systemd-nspawn") and not shutil.which("apt-get"):
-        pytest.skip("systemd-nspawn is missing and there is no apt-get to install it")
+def fleet(needs_testbed: None, tmp_path_factory: pytest.TempPathFactory):
     needs_tool("ansible-playbook")
-    t0 = time.monotonic()
     tmp = tmp_path_factory.mktemp("playbooks")
     with Testbed(hosts=3, groups=GROUPS, name=f"tkp{os.getpid() % 100000}") as tb:
-        TIMES["boot"] = time.monotonic() - t0
         yield Fleet(tb, tmp)
-    TIMES["module"] = time.monotonic() - t0
-    print("\n" + "\n".join(f"  {k:<12} {v:6.1f} s" for k, v in TIMES.items()), file=sys.stderr)
+
+
+@pytest.fixture
+def verify_step(fleet: Fleet, request: pytest.FixtureRequest):
+    """Each check of the converged fleet is a step of its own, named after its test."""
+    with step("verify " + request.node.name.removeprefix("test_").replace("_", " ")):
+        yield
 
 
 def changed(recap: dict) -> dict[str, int]:
-    return {h: r[1] for h, r in recap.items() if not h.startswith("_")}
+    return {h: r[1] for h, r in recap.items()}
 
 
 def test_site_converges(fleet: Fleet) -> None:
-    _out, recap = fleet.playbook("site.yml")
-    TIMES["converge"] = recap["_seconds"][0]
+    with step("converge"):
+        _out, recap = fleet.playbook("site.yml")
     assert all(n > 0 for n in changed(recap).values()), recap
     (fleet.tmp / "controller.toml").write_text(fleet.tb.ssh("tk2", "cat /etc/taskkit/taskkit.toml", check=True).stdout)
 
 
 def test_second_run_changes_nothing(fleet: Fleet) -> None:
-    out, recap = fleet.playbook("site.yml")
-    TIMES["idempotence"] = recap["_seconds"][0]
+    with step("idempotence"):
+        out, recap = fleet.playbook("site.yml")
     assert changed(recap) == dict.fromkeys(fleet.tb.hosts, 0), [line for line in out.splitlines() if line.startswith("changed:")]
 
 
 def test_check_mode_reports_no_change(fleet: Fleet) -> None:
-    out, recap = fleet.playbook("site.yml", "--check", "--diff")
-    TIMES["check"] = recap["_seconds"][0]
+    with step("check mode"):
+        out, recap = fleet.playbook("site.yml", "--check", "--diff")
     assert changed(recap) == dict.fromkeys(fleet.tb.hosts, 0), [line for line in out.splitlines() if line.startswith("changed:")]
 
 
+@pytest.mark.usefixtures("verify_step")
 def test_services_are_active_where_declared(fleet: Fleet) -> None:
     units = {
         "tk1": ["redis-server"],
@@ -255,6 +254,7 @@ def test_services_are_active_where_declared(fleet: Fleet) -> None:
     assert "ready" in journal, journal
 
 
+@pytest.mark.usefixtures("verify_step")
 def test_redis_is_hardened(fleet: Fleet) -> None:
     tk1 = fleet.tb.hosts["tk1"]
 
@@ -278,6 +278,7 @@ def test_redis_is_hardened(fleet: Fleet) -> None:
     assert addresses == sorted([f"{tk1}:6379", "127.0.0.1:6379"]), addresses
 
 
+@pytest.mark.usefixtures("verify_step")
 def test_task_from_controller_runs_on_a_worker_host(fleet: Fleet) -> None:
     p = fleet.taskkit("submit", "tkteam.where", "--wait", "--json", "--timeout", "60")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -286,6 +287,7 @@ def test_task_from_controller_runs_on_a_worker_host(fleet: Fleet) -> None:
     assert out["result"]["host"] in {"tk2", "tk3"} and out["result"]["version"] == "0.1.0", out
 
 
+@pytest.mark.usefixtures("verify_step")
 def test_beat_fires_the_declared_schedule(fleet: Fleet) -> None:
     deadline, info = time.monotonic() + 60, {}
     while time.monotonic() < deadline:
@@ -298,6 +300,7 @@ def test_beat_fires_the_declared_schedule(fleet: Fleet) -> None:
     assert (info.get("total_run_count") or 0) >= 2, info
 
 
+@pytest.mark.usefixtures("verify_step")
 def test_flower_api_needs_auth(fleet: Fleet) -> None:
     url = f"http://{fleet.tb.hosts['tk3']}:5555/api/workers"
     probe = textwrap.dedent(f"""\
@@ -335,8 +338,8 @@ def test_rolling_deploy_lets_a_running_task_finish(fleet: Fleet) -> None:
     worker, host = running["worker"], running["worker"].split("@")[1]
 
     fleet.write_team_package("0.2.0")  # new team code: a new release
-    _out, recap = fleet.playbook("deploy.yml")
-    TIMES["deploy"] = recap["_seconds"][0]
+    with step("rolling deploy"):
+        fleet.playbook("deploy.yml")
 
     result = json.loads(fleet.taskkit("result", task_id, "--json").stdout)
     assert result["state"] == "SUCCESS", result

@@ -7,7 +7,6 @@ that nothing is left.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,14 +17,9 @@ from testbed import Testbed, leftovers
 
 pytestmark = pytest.mark.deploy
 
-if os.geteuid() != 0:
-    pytest.skip("the testbed needs root (network namespaces, systemd-nspawn, iptables)", allow_module_level=True)
-if not shutil.which("systemd-nspawn") and not shutil.which("apt-get"):
-    pytest.skip("systemd-nspawn is missing and there is no apt-get to install it", allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
-def testbed():
+def testbed(needs_testbed: None):
     # A name of its own, so a concurrent run (another checkout, CI) never meets this one.
     with Testbed(hosts=2, groups={"redis": ["tk1"], "workers": ["tk2"]}, name=f"tkt{os.getpid()}") as tb:
         yield tb

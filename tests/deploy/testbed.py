@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Booted Debian 12 hosts for the Ansible tests: systemd-nspawn plus network namespaces.
 
-Run as root on Debian 12; Python standard library only.
+Run as root on Debian 12; Python standard library only. Where the testbed cannot work,
+preflight() says why in one line (and `up` prints that).
 
     python tests/deploy/testbed.py up [-n 3]       # boot tk1..tkN, write an inventory
     python tests/deploy/testbed.py status
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -43,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOTFS = Path(os.environ.get("TASKKIT_TESTBED_CACHE", "/var/cache/taskkit-testbed/rootfs-bookworm"))
@@ -69,8 +71,30 @@ class TestbedError(RuntimeError):
     """A testbed step failed; the message says which and why."""
 
 
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+show: Callable[[str], None] = to_stderr  # where log lines go; tests/deploy/conftest.py sends them to pytest's terminal, live
+STEP_TIMES: list[tuple[str, float, bool]] = []  # (step, seconds, succeeded) in the order they ended, for a summary
+
+
 def log(msg: str) -> None:
-    print(f"testbed: {msg}", file=sys.stderr, flush=True)
+    show(f"testbed: {msg}")
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Say that a long step starts, then how long it took, and keep that in STEP_TIMES."""
+    log(f"{name} ...")
+    t0, succeeded = time.monotonic(), False
+    try:
+        yield
+        succeeded = True
+    finally:
+        seconds = time.monotonic() - t0
+        STEP_TIMES.append((name, seconds, succeeded))
+        log(f"{name} {'done in' if succeeded else 'FAILED after'} {seconds:.1f}s")
 
 
 def sh(*argv: str, env: Mapping[str, str] | None = None) -> str:
@@ -82,16 +106,68 @@ def sh(*argv: str, env: Mapping[str, str] | None = None) -> str:
     return p.stdout
 
 
-# --- host tools and the cached rootfs --------------------------------------------------
+# --- pre-flight: host tools, privileges ------------------------------------------------
+
+
+def missing_packages() -> list[str]:
+    return sorted({pkg for cmd, pkg in HOST_TOOLS.items() if not shutil.which(cmd)})
 
 
 def ensure_tools() -> None:
-    missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if not shutil.which(cmd)})
-    if missing:
-        log(f"installing {' '.join(missing)}")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        sh("apt-get", "update", env=env)
-        sh("apt-get", "install", "-y", "--no-install-recommends", *missing, env=env)
+    if missing := missing_packages():
+        with step(f"apt-get install {' '.join(missing)}"):
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            sh("apt-get", "update", env=env)
+            sh("apt-get", "install", "-y", "--no-install-recommends", *missing, env=env)
+
+
+def last_line(text: str) -> str:
+    return ([line.strip() for line in text.splitlines() if line.strip()] or [""])[-1]
+
+
+@functools.cache
+def preflight() -> str | None:
+    """Why the testbed cannot work on this machine, in one line; None when it can.
+
+    As root, installs the missing host tools (with apt-get) before probing, so everything
+    after it finds them. Well under a second when they are there; the answer is cached.
+    """
+    if os.geteuid() != 0:
+        return f"it needs root (network namespaces, systemd-nspawn, iptables), and this is uid {os.geteuid()}"
+    # Checked before installing anything: an unprivileged container could not use the tools.
+    effective = int(re.search(r"^CapEff:\s*(\w+)", Path("/proc/self/status").read_text(), re.M)[1], 16)
+    if lacking := [cap for cap, bit in (("CAP_NET_ADMIN", 12), ("CAP_SYS_ADMIN", 21)) if not effective >> bit & 1]:
+        return f"root here lacks {' and '.join(lacking)} (a container without --privileged?)"
+    if missing := missing_packages():
+        if not shutil.which("apt-get"):
+            return f"{', '.join(missing)} missing, and no apt-get to install them"
+        try:
+            with machine_lock():
+                ensure_tools()
+        except (TestbedError, OSError) as e:
+            return f"installing {' '.join(missing)} failed: {last_line(str(e))}"
+        if missing := missing_packages():
+            return f"{', '.join(missing)} still missing after apt-get install"
+    # The capability bits can lie (e.g. root of a user namespace): try what the testbed does.
+    probes = {
+        "creating a netns with a veth pair": "unshare --net ip link add tkprobe0 type veth peer name tkprobe1".split(),
+        "reading the iptables nat table": "iptables -w -t nat -S".split(),
+    }
+    for what, argv in probes.items():
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{what} failed: {e}"
+        if p.returncode:
+            return f"{what} failed: {last_line(p.stderr or p.stdout)}"
+    if not json.loads(sh("ip", "-4", "-j", "route", "show", "default")):
+        return "no default route, which the hosts reach their apt mirror through"
+    if read_only := [str(c) for c in cgroup_parents() if not os.access(c, os.W_OK)]:
+        return f"cannot create cgroups in {read_only[0]} (read-only, as in most containers)"
+    return None
+
+
+# --- the cached rootfs -----------------------------------------------------------------
 
 
 def controller_mirror() -> str:
@@ -168,6 +244,7 @@ def build_rootfs(rootfs: Path = ROOTFS) -> Path:
     so an interrupted build is never used (and is removed by the next build).
     """
     if rootfs.is_dir():
+        log(f"using the cached rootfs {rootfs}")
         return rootfs
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     for stale in rootfs.parent.glob(f".{rootfs.name}.partial-*"):
@@ -175,23 +252,22 @@ def build_rootfs(rootfs: Path = ROOTFS) -> Path:
         remove_tree(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{rootfs.name}.partial-", dir=rootfs.parent))
     mirror = controller_mirror()
-    log(f"building {rootfs} from {mirror} (about a minute)")
-    t0 = time.monotonic()
-    try:
-        sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), mirror)
-        # Enabled explicitly: the unit must start on boot whatever the postinst decided.
-        wants = tmp / "etc/systemd/system/multi-user.target.wants/ssh.service"
-        if not wants.is_symlink():  # absolute link: exists() would resolve it on the controller
-            wants.parent.mkdir(parents=True, exist_ok=True)
-            wants.symlink_to("/lib/systemd/system/ssh.service")
-        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):  # debootstrap keeps them: 56 MB
-            deb.unlink()
-        tmp.chmod(0o755)  # mkdtemp made it 0700; it becomes the containers' "/"
-        tmp.rename(rootfs)
-    except BaseException:
-        remove_tree(tmp)
-        raise
-    log(f"rootfs built in {time.monotonic() - t0:.0f}s")
+    with step("build the rootfs"):
+        log(f"debootstrap bookworm from {mirror}, about a minute")
+        try:
+            sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), mirror)
+            # Enabled explicitly: the unit must start on boot whatever the postinst decided.
+            wants = tmp / "etc/systemd/system/multi-user.target.wants/ssh.service"
+            if not wants.is_symlink():  # absolute link: exists() would resolve it on the controller
+                wants.parent.mkdir(parents=True, exist_ok=True)
+                wants.symlink_to("/lib/systemd/system/ssh.service")
+            for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):  # debootstrap keeps them: 56 MB
+                deb.unlink()
+            tmp.chmod(0o755)  # mkdtemp made it 0700; it becomes the containers' "/"
+            tmp.rename(rootfs)
+        except BaseException:
+            remove_tree(tmp)
+            raise
     return rootfs
 
 
@@ -390,6 +466,8 @@ class Testbed:
     # Bring up ------------------------------------------------------------------------
 
     def up(self) -> Testbed:
+        if reason := preflight():
+            raise TestbedError(f"cannot boot hosts here: {reason}")
         with machine_lock():
             if self.state_file.exists():
                 self.state = json.loads(self.state_file.read_text())
@@ -398,15 +476,12 @@ class Testbed:
             if self.state_dir.exists():
                 log(f"cleaning up what an earlier run left in {self.state_dir}")
                 self.down()
-            ensure_tools()
             rootfs = build_rootfs(self.rootfs)
-            t0 = time.monotonic()
             try:
                 self._create(rootfs)
             except BaseException:
                 self.down()
                 raise
-        log(f"{len(self.names)} hosts up in {time.monotonic() - t0:.1f}s; inventory {self.inventory_path}")
         return self
 
     def _save(self) -> None:
@@ -420,6 +495,13 @@ class Testbed:
         self._save()
 
     def _create(self, rootfs: Path) -> None:
+        with step(f"boot {len(self.names)} hosts [{self.name}]"):
+            self._boot_all(rootfs)
+        with step(f"wait for ssh [{self.name}]"):
+            self._wait_for_ssh()
+        self.inventory_path.write_text(self._inventory())
+
+    def _boot_all(self, rootfs: Path) -> None:
         self.state_dir.mkdir(parents=True)
         subnet = pick_subnet()
         self.state = {
@@ -440,8 +522,6 @@ class Testbed:
             self._install(host, rootfs)
         for host in self.names:
             self._boot(host)
-        self._wait_for_ssh()
-        self.inventory_path.write_text(self._inventory())
 
     def _add_netns(self, ns: str) -> str:
         self._record("netns", ns)
@@ -577,12 +657,12 @@ class Testbed:
     def down(self) -> None:
         """Undo everything the state file records. Safe to repeat, and after a crash."""
         with machine_lock():
-            self._down()
+            if self.state_dir.exists():
+                with step(f"teardown [{self.name}]"):
+                    self._down()
 
     def _down(self) -> None:
-        if not self.state_dir.exists():
-            return
-        t0, st = time.monotonic(), self.state
+        st = self.state
         self._stop(st.get("procs", []))
         for cgroup in st.get("cgroups", []):
             remove_cgroup(Path(cgroup))
@@ -608,7 +688,6 @@ class Testbed:
         with contextlib.suppress(OSError):
             STATE_ROOT.rmdir()  # only if no other testbed's state is left in it
         self.state = {}
-        log(f"down in {time.monotonic() - t0:.1f}s")
 
     def _stop(self, procs: list[dict]) -> None:
         def wait(live: list[dict], timeout: float) -> list[dict]:
@@ -673,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ssh.add_argument("host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run; a shell if omitted")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and args.command != "up":  # up says why it cannot work, and more (preflight)
         ap.error("run as root: namespaces, systemd-nspawn and iptables need it")
     try:
         if args.command == "up":
