@@ -51,7 +51,7 @@ from .schedules import (
     upcoming,
     update_schedule,
 )
-from .status import health, recorder_stats, redis_info
+from .status import Snapshot, health, recorder_stats, redis_info, snapshot
 from .task import PROGRESS, TaskkitTask, final_failure
 from .topology import Decision, RetryPolicy
 
@@ -91,6 +91,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "Settings",
+    "Snapshot",
     "TaskkitApp",
     "TaskkitError",
     "TaskkitTask",
@@ -139,6 +140,7 @@ __all__ = [
     "routes",
     "run_schedule_now",
     "runs",
+    "snapshot",
     "submit",
     "upcoming",
     "update_schedule",

@@ -19,7 +19,7 @@ from celery.app.control import flatten_reply
 from celery.platforms import signals
 from celery.utils.time import rate
 
-from . import queues
+from . import queues, remote
 from .app import TaskkitApp, get_app
 from .broker import REDIS_ERRORS, check_reachable, unavailable
 from .errors import InvalidOption
@@ -87,39 +87,13 @@ def inspect(
 
 
 def workers(*, destination: Destination = None, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> dict[str, Any]:
-    """One row per worker: pool size, prefetch, active/reserved/scheduled tasks, queues, uptime.
+    """One row per worker: pool size, prefetch, active/reserved/scheduled tasks, queues, processed, uptime, pid.
 
-    Asks for stats first (all workers wait the timeout), then only the workers that answered,
-    so the four follow-up calls return as soon as those have answered.
+    One broadcast (the workers' `taskkit_status` command, taskkit.remote), so a call to every
+    worker costs one timeout, and a call to named workers returns when they have answered.
     """
     app = app or get_app()
-    out = inspect("stats", destination=destination, timeout=timeout, app=app)
-    stats = out["replies"]
-    found = sorted(stats)
-    follow_ups = ("active_queues", "active", "reserved", "scheduled") if found else ()  # no destination would mean everyone
-    details = {what: inspect(what, destination=found, timeout=timeout, app=app) for what in follow_ups}
-    rows = {}
-    for name in found:
-        pool = stats[name].get("pool") or {}
-        got = {what: details[what]["replies"].get(name) for what in follow_ups}
-        rows[name] = {
-            "pool": len(pool.get("processes") or ()) or pool.get("max-concurrency"),
-            "max_concurrency": pool.get("max-concurrency"),
-            "prefetch_count": stats[name].get("prefetch_count"),
-            "active": _count(got["active"]),
-            "reserved": _count(got["reserved"]),
-            "scheduled": _count(got["scheduled"]),
-            "queues": sorted(q["name"] for q in got["active_queues"] or ()),
-            "processed": sum((stats[name].get("total") or {}).values()),
-            "uptime": stats[name].get("uptime"),
-            "pid": stats[name].get("pid"),
-        }
-    missing = set(out["missing"]).union(*(d["missing"] for d in details.values()))
-    return {"replies": rows, "missing": sorted(missing), "errors": out["errors"]}
-
-
-def _count(reply: Any) -> int | None:
-    return len(reply) if isinstance(reply, list) else None  # None: this call got no answer
+    return _call(app, lambda **to: app.control.broadcast(remote.COMMAND, reply=True, **to), destination, timeout)
 
 
 def queue_info(*, consumers: bool = True, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> list[QueueInfo]:

@@ -19,28 +19,51 @@ TOP_EXCEPTIONS = 10
 FORMATS = ("json", "csv", "html")
 
 
+def per_task(table: pd.DataFrame) -> pd.DataFrame:
+    """From `runs()`: per task the runs, successes, failures, failure and retry rates, and
+    p50/p95/p99 of runtime and queue wait (seconds), one row per task."""
+    if table.empty:
+        return pd.DataFrame(columns=["task", "runs", "succeeded", "failed", "failure_rate", "retry_rate"])
+    g = table.assign(succeeded=table["state"] == "SUCCESS", failed=table["state"] == "FAILURE", retried=table["attempts"] > 1).groupby(
+        "task", observed=True
+    )
+    out = pd.DataFrame(
+        {
+            "runs": g.size(),
+            "succeeded": g["succeeded"].sum(),
+            "failed": g["failed"].sum(),
+            "failure_rate": g["failed"].mean().round(4),
+            "retry_rate": g["retried"].mean().round(4),
+        }
+    )
+    for col, name in (("runtime", "runtime"), ("queue_wait", "wait")):
+        quantiles = g[col].quantile(list(QUANTILES)).unstack()
+        for q in QUANTILES:
+            out[f"{name}_p{int(q * 100)}"] = quantiles[q].round(4)
+    return out.reset_index().assign(task=lambda d: d["task"].astype(str))
+
+
+def throughput(table: pd.DataFrame, *, freq: str = "1min") -> pd.DataFrame:
+    """From `runs()`: runs finished per `freq` (a pandas frequency), one column per final state."""
+    done = table.dropna(subset=["finished_at"])
+    if done.empty:
+        return pd.DataFrame()
+    return done.groupby([pd.Grouper(key="finished_at", freq=freq), "state"], observed=True).size().unstack(fill_value=0)
+
+
+def slowest(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """From `runs()`: the `n` runs with the longest runtime."""
+    return table.dropna(subset=["runtime"]).nlargest(n, "runtime")[["id", "task", "state", "worker", "runtime", "queue_wait"]]
+
+
 def summary(*, since: Since = "24h", until: Since = None, app: TaskkitApp | None = None) -> dict[str, Any]:
     """Per task: runs, successes, failures, failure and retry rates, p50/p95/p99 runtime and
     queue wait (seconds); and the most frequent exceptions. Plain data, ready for JSON."""
     app = app or get_app()
     now = time.time()
     window = {"since": epoch(since, now=now), "until": epoch(until, now=now, option="until") or now}
-    table = runs(since=since, until=until, app=app)
-    rows = []
-    for task, g in table.groupby("task", observed=True):
-        row: dict[str, Any] = {
-            "task": str(task),
-            "runs": len(g),
-            "succeeded": int((g["state"] == "SUCCESS").sum()),
-            "failed": int((g["state"] == "FAILURE").sum()),
-            "failure_rate": round(float((g["state"] == "FAILURE").mean()), 4),
-            "retry_rate": round(float((g["attempts"] > 1).mean()), 4),
-        }
-        for col, name in (("runtime", "runtime"), ("queue_wait", "wait")):
-            values = g[col].dropna()
-            for q in QUANTILES:
-                row[f"{name}_p{int(q * 100)}"] = round(float(values.quantile(q)), 4) if len(values) else None
-        rows.append(row)
+    table = per_task(runs(since=since, until=until, app=app))
+    rows = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in table.to_dict("records")]
     errors = events(since=since, until=until, app=app)
     errors = errors[errors["event"].isin(["failed", "retried", "rejected"])]
     top = (

@@ -1,14 +1,22 @@
-"""How the deployment is doing, as plain data: Redis on its own, and the one-call health summary."""
+"""How the deployment is doing, as plain data: Redis on its own, the one-call health summary,
+and the snapshot a fleet view refreshes (taskkit.widgets.ClusterView)."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from . import broker
+from . import broker, deadletters, queues
 from .app import TaskkitApp, get_app
 from .capture import recorder
-from .control import ping
-from .queues import queue_depths
+from .control import ping, workers
+from .queues import QueueInfo, queue_depths
+from .schedules import Schedule, list_schedules
+
+SNAPSHOT_TIMEOUT = 0.5  # seconds a snapshot waits for workers' replies
+SNAPSHOT_SCHEDULES = 50  # schedules a snapshot reads (soonest first)
 
 
 def redis_info(*, app: TaskkitApp | None = None) -> dict[str, Any]:
@@ -27,5 +35,52 @@ def health(*, app: TaskkitApp | None = None) -> dict[str, Any]:
     app = app or get_app()
     latency = broker.server_info(app)["latency_ms"]
     depths = queue_depths(app=app)
-    workers = ping(app=app)
-    return {"redis_latency_ms": latency, "workers": len(workers), "backlog": depths, "backlog_total": sum(depths.values())}
+    live = ping(app=app)
+    return {"redis_latency_ms": latency, "workers": len(live), "backlog": depths, "backlog_total": sum(depths.values())}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The fleet at one moment: what ClusterView shows. Plain data; `cost` says what reading it took."""
+
+    at: datetime
+    workers: dict[str, dict[str, Any]]  # worker -> taskkit_status row
+    missing: list[str]
+    queues: list[QueueInfo]
+    deadletters: dict[str, int]  # queue -> dead letters
+    recorder: dict[str, int]  # written, failed, dropped
+    redis: dict[str, Any]  # redis_info()
+    schedules: list[Schedule]
+    cost: dict[str, float] = field(default_factory=dict)  # seconds per part: counts, redis, workers, schedules
+
+
+def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCHEDULES, app: TaskkitApp | None = None) -> Snapshot:
+    """Everything ClusterView shows: queue and dead-letter counts and the recorder's counters in one
+    pipelined round trip, Redis info, one worker broadcast (bounded by `timeout`), the soonest schedules."""
+    app = app or get_app()
+    cost: dict[str, float] = {}
+
+    def timed(part: str, call: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return call()
+        finally:
+            cost[part] = time.perf_counter() - start
+
+    queue_rows, dead, counters = timed(
+        "counts", lambda: broker.read(app, queues.counts_read(app), deadletters.counts_read(app), recorder.stats_read(app))
+    )
+    info = timed("redis", lambda: broker.server_info(app))
+    fleet = timed("workers", lambda: workers(timeout=timeout, app=app))
+    listed = timed("schedules", lambda: list_schedules(limit=schedules, app=app))
+    return Snapshot(
+        at=datetime.now(UTC),
+        workers=fleet["replies"],
+        missing=fleet["missing"],
+        queues=queue_rows,
+        deadletters=dead,
+        recorder=counters,
+        redis=info,
+        schedules=listed,
+        cost=cost,
+    )

@@ -199,6 +199,11 @@ def test_report_summarises_the_window(stack):
     assert {"task": "tests.fails_with", "exc_type": "KeyError"}.items() <= summary["top_exceptions"][0].items() or any(
         e["exc_type"] == "KeyError" for e in summary["top_exceptions"]
     )
+    table = taskkit.runs(since="1h", app=stack.app)
+    per_minute = reports.throughput(table)
+    assert per_minute.to_numpy().sum() == table["finished_at"].notna().sum() and "SUCCESS" in per_minute.columns
+    top = reports.slowest(table, 2)
+    assert len(top) == 2 and top["runtime"].is_monotonic_decreasing and top["runtime"].iloc[0] == table["runtime"].max()
     out = cli(stack, "report", "--since", "1h", "--format", "csv")
     assert out.exit_code == 0 and out.output.splitlines()[0].startswith("task,runs,succeeded,failed,failure_rate,retry_rate")
     page = cli(stack, "report", "--since", "1h", "--format", "html").output
