@@ -7,7 +7,7 @@
     │   ├── InvalidOption           an option of a call: priority, countdown, timeout, count, …
     │   └── ScheduleError           a schedule's field
     ├── NotFound                nothing by that name
-    │   ├── UnknownTask · UnknownQueue · UnknownSchedule · UnknownRun · UnknownDeadLetter
+    │   ├── UnknownTask · UnknownQueue · UnknownSchedule · UnknownRun · UnknownDeadLetter · UnknownRunbook
     ├── Unavailable             a part that should answer does not
     │   ├── BrokerUnavailable       Redis
     │   ├── NoReply                 workers, within the timeout
@@ -136,6 +136,14 @@ class UnknownDeadLetter(NotFound):
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         super().__init__(f"no dead letter {task_id!r} (`taskkit dlq list` shows them)")
+
+
+class UnknownRunbook(NotFound):
+    """A runbook name with no notebook in the runbooks directory."""
+
+    def __init__(self, name: str, directory: str, known: Iterable[str]) -> None:
+        self.name, self.directory, self.known = name, directory, sorted(known)
+        super().__init__(f"no runbook {name!r} in {directory} (there: {', '.join(self.known) or 'none'}; --dir picks another directory)")
 
 
 # ---------------------------------------------------------------- unavailable

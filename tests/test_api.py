@@ -19,7 +19,7 @@ EXPORTED = {
     "Message", "QueueInfo", "queue_info", "queue_depths", "peek", "purge_queue", "workers", "inspect", "ping", "revoke",
     "rate_limit", "pause", "resume", "pool_grow", "pool_shrink", "autoscale",
     # health
-    "health", "redis_info", "recorder_stats",
+    "health", "redis_info", "recorder_stats", "Snapshot", "snapshot",
     # run history and reports (pandas, loaded on first use)
     "events", "runs", "reports",
     # dead letters (a namespace: list, count, get, replay, drop, purge)
@@ -29,7 +29,7 @@ EXPORTED = {
     "get_schedule", "list_schedules", "next_runs", "run_schedule_now", "upcoming",
     # errors
     "TaskkitError", "InvalidInput", "NotFound", "Unavailable", "Conflict", "ConfigError", "InvalidArguments", "InvalidOption",
-    "ScheduleError", "UnknownTask", "UnknownQueue", "UnknownSchedule", "UnknownRun", "UnknownDeadLetter", "BrokerUnavailable",
+    "ScheduleError", "UnknownTask", "UnknownQueue", "UnknownSchedule", "UnknownRun", "UnknownDeadLetter", "UnknownRunbook", "BrokerUnavailable",
     "NoReply", "WaitTimeout", "DevStackError", "AlreadyReplayed", "ReplayInProgress",
 }  # fmt: skip
 

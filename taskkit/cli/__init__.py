@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import TaskkitError
-from . import config, dev, dlq, history, queues, routes, schedules, tasks, workers
+from . import config, dev, dlq, history, notebooks, queues, routes, schedules, tasks, workers
 from .common import CliContext
 
 
@@ -46,5 +46,6 @@ for command in (
     *queues.commands,
     *workers.commands,
     *schedules.commands,
+    *notebooks.commands,
 ):
     main.add_command(command)
