@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..app import get_app
+from ..app import TaskkitApp, get_app
 from ..broker import check_reachable
 from ..config import CONFIG_ENV, mask_url
 from ..errors import TaskkitError
@@ -31,14 +31,14 @@ from .schedules import ScheduleEditor
 __all__ = ["ClusterView", "DeadLetterBrowser", "ProgressView", "RunsExplorer", "ScheduleEditor", "TaskLauncher", "connect", "progress"]
 
 
-def connect(*, quiet: bool = False) -> str:
+def connect(*, quiet: bool = False, app: TaskkitApp | None = None) -> str:
     """Say in one line which Redis the notebook talks to and where that came from; check it answers.
 
     In IPython, a TaskkitError from any later cell then shows as its one-line message instead
     of a traceback (the cell still fails, so papermill and nbval still stop on it).
     """
     _one_line_errors()
-    app = get_app()
+    app = app or get_app()
     s = app.settings
     url = mask_url(s.broker_url)
     if s.broker.url:

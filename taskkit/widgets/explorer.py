@@ -55,7 +55,7 @@ class RunsExplorer(View):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
         per_minute = self.throughput()
         if not per_minute.empty:
-            per_minute.plot(ax=left, kind="area", stacked=True, linewidth=0)
+            per_minute.plot(ax=left, kind="area" if len(per_minute) > 1 else "bar", stacked=True, linewidth=0)  # one minute: a bar
         left.set(title="runs finished per minute", xlabel="", ylabel="runs")
         stats = self.per_task()
         if not stats.empty:
@@ -119,9 +119,10 @@ class RunsExplorer(View):
         self._body.value = self._html()
         if self.data is not None and not self.data.empty:
             import matplotlib.pyplot as plt
+            from IPython.display import display
 
             self._plot.clear_output(wait=True)
             with self._plot:  # on the kernel's thread: a button click or refresh(), never the refresh task's worker thread
                 fig = self.plot()
-                plt.show(fig)
+                display(fig)
                 plt.close(fig)
