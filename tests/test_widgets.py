@@ -93,7 +93,7 @@ def test_connect_says_which_redis_and_where_from(stack, capsys):
 
 def test_launcher_form_submits_with_the_fields_queue_and_priority(stack):
     launcher = tw.TaskLauncher("tests.add", app=stack.app)
-    launcher.widget
+    assert launcher.widget is not None  # built: the buttons and fields exist
     assert [f.name for f in launcher.data] == ["x", "y"] and [f.kind for f in launcher.data] == [int, int]
     launcher.inputs["x"].value, launcher.inputs["y"].value = "2", "3"
     launcher._queue.value, launcher._priority.value = "high", 1
@@ -109,7 +109,7 @@ def test_launcher_form_submits_with_the_fields_queue_and_priority(stack):
 
 def test_launcher_shows_bad_input_in_place_and_queues_nothing(stack):
     launcher = tw.TaskLauncher("tests.add", app=stack.app)
-    launcher.widget
+    assert launcher.widget is not None  # built: the buttons and fields exist
     launcher.inputs["x"].value = "2"  # y left empty
     launcher.submit_button.click()
     assert launcher.last is None and "y is required; nothing was queued" in launcher._message.value
@@ -134,7 +134,7 @@ def test_progress_follows_a_chord_to_its_last_point(stack):
 def test_schedule_editor_disables_with_its_button(stack):
     editor = tw.ScheduleEditor(app=stack.app)
     editor.add("w-every", "tests.record", every="1h", args=["w", 1])
-    editor.widget
+    assert editor.widget is not None  # built: the buttons and fields exist
     editor._pick.value = "w-every"
     editor.buttons["Disable"].click()
     assert taskkit.get_schedule("w-every", app=stack.app).enabled is False
@@ -152,7 +152,7 @@ def test_dead_letter_browser_replays_only_after_confirm(stack):
     res = taskkit.submit("tests.fails_until", args=[key], app=stack.app)
     wait_until(lambda: res.id in {e["id"] for e in dlq.entries(app=stack.app)}, 15, "the dead letter")
     browser = tw.DeadLetterBrowser(task="tests.fails_until", app=stack.app)
-    browser.widget
+    assert browser.widget is not None  # built: the buttons and fields exist
     browser._pick.value = res.id
     assert browser.selected["exc_type"] == "KeyError" and "Traceback" in browser.selected["traceback"]
     browser.buttons["Replay"].click()
@@ -169,7 +169,7 @@ def test_runs_explorer_filters_and_plots(stack):
         taskkit.submit("tests.add", args=[i, i], app=stack.app).get(timeout=10)
     recorder_for(stack.app).flush()
     explorer = tw.RunsExplorer(since="1h", app=stack.app)
-    explorer.widget
+    assert explorer.widget is not None  # built: the buttons and fields exist
     explorer._task.value = "tests.add"
     explorer.load_button.click()
     assert explorer.filters["task"] == "tests.add" and set(explorer.data["task"].astype(str)) == {"tests.add"}
