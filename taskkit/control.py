@@ -21,7 +21,7 @@ from celery.utils.time import rate
 
 from . import queues, remote
 from .app import TaskkitApp, get_app
-from .broker import REDIS_ERRORS, check_reachable, unavailable
+from .broker import REDIS_ERRORS, Read, check_reachable, unavailable
 from .errors import InvalidOption
 from .kinds import POSITIVE, TIMEOUT, refuse
 from .queues import QueueInfo
@@ -94,6 +94,12 @@ def workers(*, destination: Destination = None, timeout: float = CONTROL_TIMEOUT
     """
     app = app or get_app()
     return _call(app, lambda **to: app.control.broadcast(remote.COMMAND, reply=True, **to), destination, timeout)
+
+
+def known_workers_read(app: TaskkitApp) -> Read[list[str]]:
+    """The workers that have a remote-control queue in Redis (live ones, and any killed before removing it)."""
+    key = app.keys.pidbox_bindings()
+    return Read(lambda pipe: pipe.smembers(key), lambda replies: sorted(app.keys.worker_of_binding(m) for m in replies[0]))
 
 
 def queue_info(*, consumers: bool = True, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> list[QueueInfo]:

@@ -48,6 +48,15 @@ class Keys:
     def queue_levels(self, name: str) -> list[str]:
         return [self.queue(name, p) for p in PRIORITIES]
 
+    def pidbox_bindings(self, exchange: str = "celery.pidbox") -> str:
+        """kombu's set of queues bound to the workers' remote-control exchange: one member per worker."""
+        return self.kombu_prefix + Channel.keyprefix_queue % exchange
+
+    def worker_of_binding(self, member: bytes | str) -> str:
+        """The worker hostname in a pidbox binding ("<key><sep><pattern><sep><hostname>.celery.pidbox")."""
+        text = member.decode() if isinstance(member, bytes) else member
+        return text.rpartition(self._sep)[2].removesuffix(".celery.pidbox")
+
     def unacked(self) -> str:
         """kombu's hash of delivered, unacknowledged messages: tag → [message, exchange, routing key]."""
         return self.kombu_prefix + self._unacked

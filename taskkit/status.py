@@ -11,7 +11,7 @@ from typing import Any
 from . import broker, deadletters, queues
 from .app import TaskkitApp, get_app
 from .capture import recorder
-from .control import ping, workers
+from .control import known_workers_read, ping, workers
 from .queues import QueueInfo, queue_depths
 from .schedules import Schedule, list_schedules
 
@@ -55,8 +55,10 @@ class Snapshot:
 
 
 def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCHEDULES, app: TaskkitApp | None = None) -> Snapshot:
-    """Everything ClusterView shows: queue and dead-letter counts and the recorder's counters in one
-    pipelined round trip, Redis info, one worker broadcast (bounded by `timeout`), the soonest schedules."""
+    """Everything ClusterView shows: queue and dead-letter counts, the recorder's counters and the
+    workers' names (their remote-control queues) in one pipelined round trip, Redis info, one
+    broadcast to those workers (it returns when they have answered, at most `timeout`), the
+    soonest schedules."""
     app = app or get_app()
     cost: dict[str, float] = {}
 
@@ -67,11 +69,11 @@ def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCH
         finally:
             cost[part] = time.perf_counter() - start
 
-    queue_rows, dead, counters = timed(
-        "counts", lambda: broker.read(app, queues.counts_read(app), deadletters.counts_read(app), recorder.stats_read(app))
-    )
+    reads = (queues.counts_read(app), deadletters.counts_read(app), recorder.stats_read(app), known_workers_read(app))
+    queue_rows, dead, counters, known = timed("counts", lambda: broker.read(app, *reads))
     info = timed("redis", lambda: broker.server_info(app))
-    fleet = timed("workers", lambda: workers(timeout=timeout, app=app))
+    # Named workers: the broadcast returns as soon as they have all answered (a dead one waits `timeout`).
+    fleet = timed("workers", lambda: workers(destination=known, timeout=timeout, app=app) if known else {"replies": {}, "missing": []})
     listed = timed("schedules", lambda: list_schedules(limit=schedules, app=app))
     return Snapshot(
         at=datetime.now(UTC),
