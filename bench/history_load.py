@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import uuid
 
 import pandas as pd
 import redis
 
 import taskkit
-from bench.common import redis_server
-from taskkit.capture.recorder import recorder_for
+from bench.common import redis_server, seed_history
 from taskkit.capture.rows import FIELDS, SEP
 from taskkit.config import load_settings
 
@@ -33,19 +31,7 @@ def main() -> None:
         r = redis.Redis.from_url(url)
         env = {"TASKKIT_BROKER_URL": url, "TASKKIT_HISTORY_MAX_EVENTS": str(args.n * 2)}
         app = taskkit.create_app(load_settings(env={**os.environ, **env}))
-        rec = recorder_for(app)
-        start = time.perf_counter()
-        for i in range(args.n // 4):
-            task_id = str(uuid.uuid4())
-            common = {"task": "reports.build", "id": task_id, "queue": "default", "priority": 5}
-            rec.record("sent", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, attempt=1, **common)
-            rec.record("received", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, worker="w1@host", attempt=1, **common)
-            rec.record("started", worker="w1@host", attempt=1, **common)
-            rec.record("succeeded", worker="w1@host", attempt=1, result_size=120, **common)
-            if i % 5000 == 0:
-                rec.flush()
-        rec.flush()
-        write_s = time.perf_counter() - start
+        write_s = seed_history(app, args.n)
         n = r.xlen(app.keys.runs())
 
         start = time.perf_counter()

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import nbformat
@@ -27,8 +26,7 @@ import redis
 from nbclient import NotebookClient
 
 import taskkit
-from bench.common import redis_server
-from taskkit.capture.recorder import recorder_for
+from bench.common import redis_server, seed_history
 from taskkit.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,18 +89,7 @@ def main() -> None:
             print("Redis round trips per refresh: 1 pipeline (counts, dead letters, recorder, worker names) + 2 (PING, INFO)")
             print(f"  + 3 (schedules) + 1 broadcast; baseline: {QUEUES * 10} LLEN + 5 broadcasts")
 
-            rec = recorder_for(app)
-            start = time.perf_counter()
-            for i in range(args.n // 4):
-                common = {"task": "reports.build", "id": str(uuid.uuid4()), "queue": "default", "priority": 5}
-                rec.record("sent", args=[i], kwargs={}, index=True, attempt=1, **common)
-                rec.record("received", args=[i], kwargs={}, worker="w1@host", attempt=1, **common)
-                rec.record("started", worker="w1@host", attempt=1, **common)
-                rec.record("succeeded", worker="w1@host", attempt=1, result_size=12, **common)
-                if i % 5000 == 0:
-                    rec.flush()
-            rec.flush()
-            write_s = time.perf_counter() - start
+            write_s = seed_history(app, args.n)
             book = nbformat.read(ROOT / "notebooks" / "03-analyse-runs.ipynb", as_version=4)
             book.cells[1].source = 'since = "7d"'
             os.environ.update({k: env[k] for k in ("TASKKIT_CONFIG", "TASKKIT_BROKER_URL")})
