@@ -24,6 +24,7 @@ from .errors import (
     NoReply,
     NotFound,
     ReplayInProgress,
+    RunbookFailed,
     ScheduleError,
     TaskkitError,
     Unavailable,
@@ -36,7 +37,7 @@ from .errors import (
     WaitTimeout,
 )
 from .queues import Message, QueueInfo, peek, purge_queue, queue_depths
-from .results import cleanup_results, result, wait
+from .results import Progress, cleanup_results, progress_of, result, wait
 from .routing import explain_route, routes
 from .schedules import (
     Schedule,
@@ -86,9 +87,11 @@ __all__ = [
     "Message",
     "NoReply",
     "NotFound",
+    "Progress",
     "QueueInfo",
     "ReplayInProgress",
     "RetryPolicy",
+    "RunbookFailed",
     "Schedule",
     "ScheduleError",
     "Settings",
@@ -128,6 +131,7 @@ __all__ = [
     "ping",
     "pool_grow",
     "pool_shrink",
+    "progress_of",
     "purge_queue",
     "queue_depths",
     "queue_info",

@@ -24,7 +24,8 @@ from redis.retry import Retry
 from .config import mask_url
 from .errors import BrokerUnavailable
 
-REDIS_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+# NoPermissionError: an ACL user that may not run a command (the read-only monitor user and EVAL, say)
+REDIS_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoPermissionError, OSError)
 INFO_FIELDS = {  # INFO field -> how taskkit names it (plain data for health, widgets, metrics)
     "redis_version": "version",
     "uptime_in_seconds": "uptime_s",
@@ -41,6 +42,8 @@ INFO_FIELDS = {  # INFO field -> how taskkit names it (plain data for health, wi
 
 def unavailable(app: Celery, exc: BaseException) -> BrokerUnavailable:
     reason = (str(exc) or type(exc).__name__).rstrip(".")
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        reason = f"the Redis user may not do this ({reason}); use the application's ACL user"
     return BrokerUnavailable(mask_url(app.conf.broker_url), reason)
 
 

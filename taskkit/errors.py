@@ -12,7 +12,8 @@
     │   ├── BrokerUnavailable       Redis
     │   ├── NoReply                 workers, within the timeout
     │   ├── WaitTimeout             a task, within the timeout
-    │   └── DevStackError           the local stack
+    │   ├── DevStackError           the local stack
+    │   └── RunbookFailed           a runbook's cell (its record is kept)
     └── Conflict                the request clashes with the state it found
         ├── AlreadyReplayed · ReplayInProgress
 
@@ -181,6 +182,15 @@ class DevStackError(Unavailable):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class RunbookFailed(Unavailable):
+    """A runbook that did not run to its end: which cell, why, and where its record is."""
+
+    def __init__(self, name: str, record: str, reason: str) -> None:
+        self.name, self.record, self.reason = name, record, reason
+        kept = f" (record: {record})" if record else ""
+        super().__init__(f"runbook {name} failed: {reason}{kept}")
 
 
 # ---------------------------------------------------------------- conflict

@@ -116,12 +116,21 @@ def events(
     return df.reset_index(drop=True)
 
 
-def runs(*, state: str | None = None, app: TaskkitApp | None = None, **filters: Any) -> pd.DataFrame:
+def runs(
+    *,
+    state: str | None = None,
+    queue: str | None = None,
+    worker: str | None = None,
+    app: TaskkitApp | None = None,
+    **filters: Any,
+) -> pd.DataFrame:
     """One row per task run: latest state, times, queue wait and runtime (seconds), attempts.
 
-    Filters as for events(); `state` is a Celery state name (SUCCESS, FAILURE, RETRY, …).
-    Queue wait is first start minus first send (or first receive, for plain Celery clients);
-    runtime is the end of the run minus the start of its last attempt.
+    Filters as for events() (since, until, task, limit); `state` is a Celery state name
+    (SUCCESS, FAILURE, RETRY, …); `queue` and `worker` select runs whose queue / last worker
+    it is (only some events carry them, so they filter runs, not events). Queue wait is
+    first start minus first send (or first receive, for plain Celery clients); runtime is the
+    end of the run minus the start of its last attempt.
     """
     ev = events(app=app, **filters)
     event, ts = ev["event"].astype(str), ev["ts"]
@@ -155,6 +164,7 @@ def runs(*, state: str | None = None, app: TaskkitApp | None = None, **filters: 
     out["queue_wait"] = (out.pop("first_start") - queued).dt.total_seconds()
     out["runtime"] = (out["finished_at"] - out["started_at"]).dt.total_seconds()
     out.index.name = "id"
-    if state is not None:
-        out = out[out["state"] == state]
+    for col, value in (("state", state), ("queue", queue), ("worker", worker)):
+        if value is not None:
+            out = out[out[col] == value]
     return out.sort_values("sent_at", na_position="last").reset_index()

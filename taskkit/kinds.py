@@ -79,6 +79,12 @@ def _positive_seconds(v: Any) -> float:
     return seconds
 
 
+def _seconds(v: Any) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ValueError
+    return v
+
+
 def _url(v: Any) -> str:
     if not isinstance(v, str) or urlsplit(v).scheme not in URL_SCHEMES:
         raise ValueError
@@ -149,6 +155,7 @@ COUNT = Kind("a whole number ≥ 0", _at_least(0), _number_text)
 POSITIVE = Kind("a whole number ≥ 1", _at_least(1), _number_text)
 PORT = Kind("a port number 1-65535", _port, _number_text)
 DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
+SECONDS = Kind("a number of seconds ≥ 0", _seconds)
 TIMEOUT = Kind('seconds > 0, such as 1.5 or "2s"', _positive_seconds)
 URL = Kind(f"a URL starting with {', '.join(s + '://' for s in URL_SCHEMES)}", _url)
 OPTIONAL_URL = Kind(f"empty or {URL.expected}", _optional_url)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult, ResultSet
 
 from .app import TaskkitApp, get_app
 from .broker import REDIS_ERRORS, redis_client, unavailable
@@ -58,10 +59,10 @@ def wait(
     """Block until the task is done and return `result()`; raises WaitTimeout after `timeout` seconds.
 
     `on_progress(info)` is called with the task's `result()` each time its state or progress
-    changes (PROGRESS reports included), and once at the end.
+    changes (PROGRESS reports included), the last time with the finished task's.
     """
     app = app or get_app()
-    refuse("timeout", timeout, TIMEOUT)
+    timeout = refuse("timeout", timeout, TIMEOUT)
     deadline, last = time.monotonic() + timeout, None
     while True:
         info = result(task_id, app=app)
@@ -74,6 +75,67 @@ def wait(
         if time.monotonic() >= deadline:
             raise WaitTimeout(task_id, timeout)
         time.sleep(WAIT_POLL)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a task or a group of tasks stands: plain data."""
+
+    id: str
+    done: float
+    total: float | None
+    state: str  # PENDING … SUCCESS / FAILURE, or the group's: RUNNING / SUCCESS / FAILURE
+    error: str | None = None
+    result: Any = None  # a single task's result, or a chord's callback result
+    rows: list[Any] = field(default_factory=list)  # finished members' results (groups and chords)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in DONE
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.done / self.total, 1) if self.total else None
+
+
+def _members(res: Any) -> tuple[ResultSet | None, AsyncResult | None]:
+    """(the group to count, the chord's callback or None)."""
+    if isinstance(res, ResultSet):
+        return res, None
+    if isinstance(getattr(res, "parent", None), GroupResult):
+        return res.parent, res  # a chord: the header group, then the callback
+    return None, None
+
+
+def progress_of(res: Any, *, app: TaskkitApp | None = None) -> Progress:
+    """Where an AsyncResult, a group or a chord stands: done / total, state, error, the finished members' results.
+
+    A task counts its own `progress()` reports; a group or chord counts finished members
+    (one result read per member not yet done) and, for a chord, waits for the callback too.
+    """
+    app = app or getattr(res, "app", None) or get_app()
+    group, callback = _members(res)
+    if group is None:
+        info = result(res.id, app=app)
+        p = info.get("progress") or {}
+        state = info["state"]
+        done, total = (1, 1) if state == "SUCCESS" else (p.get("done", 0), p.get("total"))
+        return Progress(res.id, done, total, state, info.get("error"), info.get("result"))
+    try:
+        finished = [r for r in group.results if r.ready()]
+    except REDIS_ERRORS as exc:
+        raise unavailable(app, exc) from None
+    failed = next((r for r in finished if r.failed()), None)
+    rows = [r.result for r in finished if r.successful()]
+    total = len(group.results)
+    if failed is not None:
+        state, error = "FAILURE", f"{failed.id}: {type(failed.result).__name__}: {failed.result}"
+    elif len(finished) == total and (callback is None or callback.ready()):
+        state, error = ("FAILURE", str(callback.result)) if callback is not None and callback.failed() else ("SUCCESS", None)
+    else:
+        state, error = "RUNNING", None
+    final = callback.result if callback is not None and state == "SUCCESS" else None
+    return Progress(getattr(res, "id", "") or "", len(finished), total, state, error, final, rows)
 
 
 def cleanup_results(*, older_than: float | str | None = None, app: TaskkitApp | None = None) -> dict[str, int]:

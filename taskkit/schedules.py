@@ -23,7 +23,7 @@ from .app import TaskkitApp, get_app
 from .broker import redbeat_client
 from .errors import InvalidArguments, InvalidOption, ScheduleError, UnknownQueue, UnknownSchedule
 from .keys import RedBeatKeys, redbeat_keys
-from .kinds import DURATION, refuse
+from .kinds import COUNT, DURATION, POSITIVE, refuse
 from .schedule_spec import KINDS, ScheduleSpec, cron_text, parse_spec
 from .schedule_store import HEADER_SCHEDULE
 
@@ -109,6 +109,8 @@ def _schedule(app: Any, name: str, definition: str, meta: str | None, score: flo
 def list_schedules(*, limit: int | None = None, app: TaskkitApp | None = None) -> list[Schedule]:
     """Every schedule: scheduled ones by next run, then disabled and finished ones."""
     app = app or get_app()
+    if limit is not None:
+        refuse("limit", limit, POSITIVE)
     k = redbeat_keys(app)
     with redbeat_client(app) as r:
         rows = r.zrangebyscore(k.schedule, 0, "+inf", start=0, num=limit if limit is not None else -1, withscores=True)
@@ -150,6 +152,7 @@ def _read(app: TaskkitApp, name: str) -> tuple[str, str | None, float | None, bo
 def next_runs(name: str, *, count: int = NEXT_RUNS, app: TaskkitApp | None = None) -> list[datetime]:
     """The next `count` fire times of a schedule (a cron's in its own zone, others in UTC)."""
     app = app or get_app()
+    refuse("count", count, COUNT)
     definition, _meta_text, score, _ = _read(app, name)
     sched = store.decode_definition(definition, app)["schedule"]
     if score is None or score < 0:
@@ -166,6 +169,8 @@ def upcoming(*, window: float | str = 86400.0, limit: int | None = None, app: Ta
     set answers that, so the cost follows the answer, not the number of schedules.
     """
     app = app or get_app()
+    if limit is not None:
+        refuse("limit", limit, POSITIVE)
     seconds = refuse("window", window, DURATION)
     k = redbeat_keys(app)
     now = datetime.now(UTC)

@@ -23,7 +23,7 @@ from kombu.exceptions import EncodeError
 
 from .broker import REDIS_ERRORS, check_reachable, unavailable
 from .errors import ConfigError, InvalidArguments, InvalidOption, UnknownQueue
-from .kinds import PRIORITY, refuse
+from .kinds import PRIORITY, SECONDS, refuse
 from .topology import Decision, RetryPolicy
 
 PROGRESS = "PROGRESS"  # result state while a task reports progress
@@ -189,7 +189,7 @@ class TaskkitTask(Task):
                 raise InvalidOption("eta", eta.isoformat(), "a naive time is ambiguous; give a time zone")
             name, delay = "eta", (eta - datetime.now(UTC)).total_seconds()
         else:
-            name, delay = "countdown", countdown
+            name, delay = "countdown", refuse("countdown", countdown, SECONDS)
         if delay >= vt:
             raise InvalidOption(
                 name,

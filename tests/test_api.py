@@ -12,7 +12,7 @@ EXPORTED = {
     # the app and settings
     "TaskkitApp", "TaskkitTask", "Settings", "create_app", "get_app", "load_settings", "PROGRESS", "final_failure",
     # submitting and results
-    "submit", "rerun", "result", "wait", "cleanup_results",
+    "submit", "rerun", "result", "wait", "cleanup_results", "Progress", "progress_of",
     # routing
     "Decision", "RetryPolicy", "routes", "explain_route",
     # queues and workers
@@ -30,7 +30,7 @@ EXPORTED = {
     # errors
     "TaskkitError", "InvalidInput", "NotFound", "Unavailable", "Conflict", "ConfigError", "InvalidArguments", "InvalidOption",
     "ScheduleError", "UnknownTask", "UnknownQueue", "UnknownSchedule", "UnknownRun", "UnknownDeadLetter", "UnknownRunbook", "BrokerUnavailable",
-    "NoReply", "WaitTimeout", "DevStackError", "AlreadyReplayed", "ReplayInProgress",
+    "NoReply", "WaitTimeout", "DevStackError", "RunbookFailed", "AlreadyReplayed", "ReplayInProgress",
 }  # fmt: skip
 
 

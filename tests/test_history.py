@@ -87,6 +87,11 @@ def test_filters_and_window(stack):
     assert res.id not in set(taskkit.events(queue="low", app=stack.app)["id"])
     assert taskkit.events(since="1h", app=stack.app)["id"].str.contains(res.id).any()
     assert taskkit.events(until=time.time() - 3600, app=stack.app).empty
+    # queue and worker select runs (only some events carry them): the run stays whole
+    row = taskkit.runs(queue="high", app=stack.app).set_index("id").loc[res.id]
+    assert row["state"] == "SUCCESS" and row["runtime"] >= 0 and row["worker"].startswith("h")
+    by_worker = taskkit.runs(worker=row["worker"], app=stack.app).set_index("id")
+    assert by_worker.loc[res.id, "state"] == "SUCCESS" and res.id not in set(taskkit.runs(queue="low", app=stack.app)["id"])
 
 
 def test_plain_celery_client_is_recorded_worker_side(stack):

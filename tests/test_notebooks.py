@@ -137,5 +137,9 @@ def test_runbook_cli_prints_the_record_and_refuses_unknown_parameters(kernel_env
     assert params == {"queue": "high"}
     bad = runner.invoke(main, [*config, "runbook", "run", "queue-backlog", "-p", "queu", "high"])
     assert bad.exit_code == 1 and "queu='high': a parameter of runbook queue-backlog (queue, action" in bad.output
+    failed = runner.invoke(main, [*config, "runbook", "run", "queue-backlog", "-p", "queue", "nope", "--records", str(tmp_path)])
+    assert failed.exit_code == 1 and "failed: cell" in failed.output and "UnknownQueue: unknown queue 'nope'" in failed.output
+    kept = Path(failed.output.split("(record: ")[1].split(")")[0])
+    assert kept.is_file() and kept != record  # the record of the failed run, next to the first (never overwriting it)
     missing = runner.invoke(main, [*config, "runbook", "run", "nope"])
     assert missing.exit_code == 1 and "no runbook 'nope'" in missing.output and "dead-letters, queue-backlog" in missing.output

@@ -276,6 +276,8 @@ def test_cli_tables_json_and_one_line_errors(cli):
         (["schedules", "add", "x", "tests.record", "--every", "1m", "--args", "[1,"], 2, "not valid JSON"),
         (["schedules", "add", "x", "tests.record", "--at", "2099-01-01T09:00:00", "--args", '["k", 1]'], 1, "naive"),
         (["schedules", "show", "nope"], 1, "unknown schedule 'nope'"),
+        (["schedules", "list", "--limit", "0"], 1, "limit=0: expected a whole number ≥ 1"),
+        (["schedules", "upcoming", "--limit", "-1"], 1, "limit=-1"),
         (["schedules", "upcoming", "--window", "soon"], 1, "window='soon'"),
     ]:
         out = cli(*args)

@@ -78,6 +78,7 @@ def test_explain_names_the_deciding_rule(make_stack):
         (dict(name="tests.add", args=[1, 2], queue="nowhere"), taskkit.UnknownQueue, "declared:"),
         (dict(name="tests.add", args=[1, 2], priority=10), taskkit.InvalidOption, "0-9"),
         (dict(name="tests.add", args=[1, 2], countdown=1201), taskkit.InvalidOption, "visibility_timeout"),
+        (dict(name="tests.add", args=[1, 2], countdown=-5), taskkit.InvalidOption, "countdown=-5: expected a number of seconds"),
         (dict(name="tests.add", args=[1, 2], eta=datetime.now(UTC) + timedelta(hours=1)), taskkit.InvalidOption, "visibility_timeout"),
         (dict(name="tests.add", args=[1, 2], eta=datetime.now() + timedelta(minutes=1)), taskkit.InvalidOption, "naive"),
     ],

@@ -4,6 +4,7 @@ the effect on Redis and the workers, and what the widget shows."""
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 import xml.etree.ElementTree as ET
 
@@ -71,6 +72,17 @@ def test_cluster_view_refreshes_live_on_the_event_loop_and_stops(stack):
         return view.data.at != first
 
     assert asyncio.run(live()) and not view.running
+
+    async def replaced():
+        again = tw.ClusterView(autostart=False, app=stack.app)
+        view.start(interval=60)
+        again.start(interval=60)  # re-running the cell: the kernel keeps one live view
+        await asyncio.sleep(0)
+        alive = (view.running, again.running)
+        again.stop()
+        return alive
+
+    assert asyncio.run(replaced()) == (False, True)
 
 
 def test_an_unreachable_redis_is_one_line_in_the_view_not_a_traceback():
@@ -155,6 +167,8 @@ def test_dead_letter_browser_replays_only_after_confirm(stack):
     assert browser.widget is not None  # built: the buttons and fields exist
     browser._pick.value = res.id
     assert browser.selected["exc_type"] == "KeyError" and "Traceback" in browser.selected["traceback"]
+    last_line = browser.selected["traceback"].strip().splitlines()[-1]
+    assert html.escape(last_line) in parses(browser)  # the whole traceback, not a cell's first 60 characters
     browser.buttons["Replay"].click()
     assert "confirm() to send" in browser.message and not dlq.get(res.id, app=stack.app)["replayed"]  # asked, not done
     stack.redis.set(f"{key}:fixed", 1)
@@ -175,5 +189,10 @@ def test_runs_explorer_filters_and_plots(stack):
     assert explorer.filters["task"] == "tests.add" and set(explorer.data["task"].astype(str)) == {"tests.add"}
     assert len(explorer.data) >= 3 and explorer.per_task().iloc[0]["runs"] == len(explorer.data)
     fig = explorer.plot()
-    assert len(fig.axes) == 2
+    assert [ax.get_title() for ax in fig.axes] == [
+        "runs finished per minute",
+        "failure and retry rate",
+        "runtime per task",
+        "queue wait per task",
+    ]
     assert "tests.add" in parses(explorer)

@@ -90,6 +90,7 @@ def test_wait_times_out_with_one_clear_line(shared_stack):
     assert time.monotonic() - start < 1.5
     with pytest.raises(taskkit.InvalidOption, match="timeout=0"):
         taskkit.wait(res.id, timeout=0, app=shared_stack.app)
+    assert taskkit.wait(res.id, timeout="10s", app=shared_stack.app)["state"] == "SUCCESS"  # a duration works too
 
 
 def test_worker_log_lines_carry_task_name_and_id(shared_stack):

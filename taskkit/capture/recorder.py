@@ -95,6 +95,7 @@ class Recorder:
             self.pid = os.getpid()
             # A fork inherits the parent's buffer (the parent writes it) and maybe a held lock.
             self.buffer.clear()
+            self._unreported = [0, 0]  # the parent reports its own failures
             self.lock, self.wake = threading.Lock(), threading.Event()
             threading.Thread(target=self._run, name="taskkit-recorder", daemon=True).start()
 

@@ -38,15 +38,7 @@ def run(cli: CliContext, name: str, params: tuple[tuple[str, str], ...], directo
     """Run runbook NAME with papermill; prints the path of the executed copy."""
     _settings_env(cli)  # a bad taskkit.toml fails here, in one line, before a kernel starts
     parameters = {key: runbooks.parse_value(value) for key, value in params}
-    try:
-        out = runbooks.run(name, parameters, directory=directory, records=records, timeout=timeout)
-    except Exception as exc:  # papermill's error names the failing cell; the record is kept
-        if type(exc).__name__ != "PapermillExecutionError":
-            raise
-        raise click.ClickException(
-            f"runbook {name} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} (record kept in {records})"
-        ) from None
-    click.echo(str(out))
+    click.echo(str(runbooks.run(name, parameters, directory=directory, records=records, timeout=timeout)))
 
 
 def _settings_env(cli: CliContext) -> dict[str, str]:

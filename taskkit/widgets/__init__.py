@@ -15,6 +15,7 @@ also a method, so a runbook does the same headless under papermill.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..app import TaskkitApp, get_app
@@ -42,7 +43,7 @@ def connect(*, quiet: bool = False, app: TaskkitApp | None = None) -> str:
     s = app.settings
     url = mask_url(s.broker_url)
     if s.broker.url:
-        where = f"{s.source}" if s.source != "defaults" else "TASKKIT_BROKER_URL"
+        where = "TASKKIT_BROKER_URL" if os.environ.get("TASKKIT_BROKER_URL") else s.source  # the environment overrides the file
         line = f"taskkit: {url} (from {where})"
     else:
         line = f"taskkit: the local stack at {url} (nothing configured: no {CONFIG_ENV}, taskkit.toml or TASKKIT_BROKER_URL)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from .. import status
@@ -11,10 +12,6 @@ from . import html
 from .view import View
 
 
-def _when(dt: Any) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
-
-
 def _mb(n: Any) -> str:
     return f"{n / 2**20:.1f} MB" if isinstance(n, int) and n else "-"
 
@@ -22,6 +19,8 @@ def _mb(n: Any) -> str:
 class ClusterView(View):
     """The fleet from one `taskkit.snapshot()` per refresh (one pipelined Redis round trip for the
     counts, Redis info, one worker broadcast bounded by `timeout`, the soonest schedules)."""
+
+    _live_one: weakref.ReferenceType[ClusterView] | None = None  # the view refreshing live in this kernel
 
     def __init__(self, *, interval: float = 5.0, timeout: float = status.SNAPSHOT_TIMEOUT, autostart: bool = True,
                  app: TaskkitApp | None = None) -> None:  # fmt: skip
@@ -50,7 +49,7 @@ class ClusterView(View):
         dead = sum(s.deadletters.values())
         return (
             f"<ClusterView: {len(s.workers)} workers, {len(s.queues)} queues, {waiting} waiting, {dead} dead letters, "
-            f"redis {s.redis.get('latency_ms', '?')} ms at {_when(s.at)} UTC{'; ' + self.error if self.error else ''}>"
+            f"redis {s.redis.get('latency_ms', '?')} ms at {html.when(s.at)} UTC{'; ' + self.error if self.error else ''}>"
         )
 
     # ------------------------------------------------------------ snapshot
@@ -97,7 +96,15 @@ class ClusterView(View):
         schedules = html.table(
             ["schedule", "every / cron / at", "task", "on", "next run (UTC)", "last run (UTC)", "runs"],
             [
-                (x.name, x.describe(), x.task, "yes" if x.enabled else "no", _when(x.next_run_at), _when(x.last_run_at), x.total_run_count)
+                (
+                    x.name,
+                    x.describe(),
+                    x.task,
+                    "yes" if x.enabled else "no",
+                    html.when(x.next_run_at),
+                    html.when(x.last_run_at),
+                    x.total_run_count,
+                )
                 for x in s.schedules
             ],
             empty="no schedules",
@@ -126,7 +133,7 @@ class ClusterView(View):
         parts += [html.section("Schedules", schedules), html.section("Redis and run history", redis)]
         if self.error:
             parts.insert(0, html.error(self.error))
-        return html.box("taskkit cluster", *parts, note=f"at {_when(s.at)} UTC")
+        return html.box("taskkit cluster", *parts, note=f"at {html.when(s.at)} UTC")
 
     # ------------------------------------------------------------ live widget
 
@@ -144,7 +151,13 @@ class ClusterView(View):
         self._body.value = self._html()
 
     def start(self, interval: float | None = None) -> bool:
+        """Refresh live. A kernel keeps one live ClusterView: re-running its cell stops the previous one."""
+        previous = ClusterView._live_one() if ClusterView._live_one is not None else None
+        if previous is not None and previous is not self:
+            previous.stop()
         live = super().start(interval)
+        if live:
+            ClusterView._live_one = weakref.ref(self)
         if self._widget is not None and self._live_toggle.value != live:
             self._live_toggle.value = live
         return live
@@ -157,5 +170,5 @@ class ClusterView(View):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(include, exclude)
         if self.autostart:
-            self.start()  # shown: keep it current (a no-op without a running loop)
+            self.start()  # shown: keep it current (without a running loop: one more read)
         return bundle

@@ -88,7 +88,7 @@ class DeadLetterBrowser(View):
         return self.confirm()
 
     def _say(self, message: str) -> str:
-        self.message = message
+        self.message, self.error = message, None
         if self._widget is not None:
             self._update()
         return message
@@ -107,10 +107,9 @@ class DeadLetterBrowser(View):
         parts = [html.table(["id", "task", "queue", "exception", "attempts", "replayed"], rows, empty="no dead letters")]
         if self.selected is not None:
             e = self.selected
-            detail = html.table(
-                ["field", "value"], [(k, e.get(k)) for k in ("id", "task", "queue", "args", "kwargs", "exc_type", "exc_message")]
-            )
-            parts.append(html.section("Selected", detail + f"<pre>{html.text(e.get('traceback', ''))}</pre>"))
+            detail = html.table(["field", "value"], [(k, e.get(k)) for k in ("id", "task", "queue", "attempts", "worker")])
+            message = html.pre(f"{e.get('exc_type')}: {e.get('exc_message')}\nargs: {e.get('args')}\nkwargs: {e.get('kwargs')}")
+            parts.append(html.section("Selected", detail + message + html.pre(e.get("traceback", ""))))
         parts.insert(0, html.error(self.error) if self.error else f"<p>{html.text(self.message)}</p>" if self.message else "")
         return html.box("dead letters", *parts, note=", ".join(f"{k}={v}" for k, v in self.filters.items() if v is not None))
 

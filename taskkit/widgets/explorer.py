@@ -49,18 +49,23 @@ class RunsExplorer(View):
         return reports.slowest(self.data, n)
 
     def plot(self) -> Any:
-        """Throughput per minute and p50/p95/p99 runtime per task, as one matplotlib figure."""
+        """One matplotlib figure: throughput per minute; failure and retry rates; p50/p95/p99
+        runtime and queue wait per task."""
         import matplotlib.pyplot as plt
 
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+        fig, ((flow, rates), (runtime, wait)) = plt.subplots(2, 2, figsize=(11, 6.5))
         per_minute = self.throughput()
         if not per_minute.empty:
-            per_minute.plot(ax=left, kind="area" if len(per_minute) > 1 else "bar", stacked=True, linewidth=0)  # one minute: a bar
-        left.set(title="runs finished per minute", xlabel="", ylabel="runs")
-        stats = self.per_task()
-        if not stats.empty:
-            stats.set_index("task")[["runtime_p50", "runtime_p95", "runtime_p99"]].plot(ax=right, kind="barh")
-        right.set(title="runtime per task", xlabel="seconds", ylabel="")
+            per_minute.plot(ax=flow, kind="area" if len(per_minute) > 1 else "bar", stacked=True, linewidth=0)  # one minute: a bar
+        flow.set(title="runs finished per minute", xlabel="", ylabel="runs")
+        stats = self.per_task().set_index("task")
+        panels = ((rates, ["failure_rate", "retry_rate"], "failure and retry rate", "share of runs"),
+                  (runtime, ["runtime_p50", "runtime_p95", "runtime_p99"], "runtime per task", "seconds"),
+                  (wait, ["wait_p50", "wait_p95", "wait_p99"], "queue wait per task", "seconds"))  # fmt: skip
+        for ax, columns, title, unit in panels:
+            if not stats.empty:
+                stats[columns].plot(ax=ax, kind="barh")
+            ax.set(title=title, xlabel=unit, ylabel="")
         fig.tight_layout()
         return fig
 

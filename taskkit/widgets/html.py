@@ -36,6 +36,18 @@ def text(value: Any) -> str:
     return html.escape(shown)
 
 
+def pre(value: Any, limit: int = 20_000) -> str:
+    """A long text (a traceback) in full, escaped; only its first `limit` characters."""
+    shown = "" if value is None else str(value)
+    cut = f"\n… {len(shown) - limit} more characters" if len(shown) > limit else ""
+    return f'<pre style="{MUTED}">{html.escape(shown[:limit] + cut)}</pre>'
+
+
+def when(dt: Any) -> str:
+    """A datetime to the second, or "-"."""
+    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cap: int = CAP, empty: str = "none") -> str:
     rows = list(rows)
     if not rows:

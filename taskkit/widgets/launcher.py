@@ -221,7 +221,8 @@ class TaskLauncher(View):
 
     def _update(self) -> None:
         fields = self.data or []
-        if [getattr(c, "description", None) for c in self._form.children] != [f.name for f in fields]:
+        if fields != getattr(self, "_form_fields", None):  # another task (or another signature): a new form
+            self._form_fields = fields
             self.inputs = {f.name: self._input(f) for f in fields}
             self._form.children = tuple(self.inputs.values())
         sent = f"<p>sent {html.text(self.last.id)}</p>" if self.last is not None and not self.error else ""

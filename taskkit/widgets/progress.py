@@ -4,48 +4,15 @@ a running table of the finished points)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
-
-from celery.result import AsyncResult, GroupResult, ResultSet
 
 from ..app import TaskkitApp
 from ..errors import WaitTimeout
-from ..results import DONE, result
+from ..results import Progress, progress_of
 from . import html
 from .view import View
 
 POLL = 0.5  # seconds between reads while live
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a task or a group of tasks stands: plain data."""
-
-    id: str
-    done: float
-    total: float | None
-    state: str  # PENDING … SUCCESS / FAILURE, or the group's: RUNNING / SUCCESS / FAILURE
-    error: str | None = None
-    result: Any = None  # a single task's result, or a chord's callback result
-    rows: list[Any] = field(default_factory=list)  # finished members' results (groups and chords)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in DONE
-
-    @property
-    def percent(self) -> float | None:
-        return round(100.0 * self.done / self.total, 1) if self.total else None
-
-
-def _members(res: Any) -> tuple[ResultSet | None, AsyncResult | None]:
-    """(the group to count, the chord's callback or None)."""
-    if isinstance(res, ResultSet):
-        return res, None
-    if isinstance(getattr(res, "parent", None), GroupResult):
-        return res.parent, res  # a chord: the header group, then the callback
-    return None, None
 
 
 class ProgressView(View):
@@ -59,25 +26,7 @@ class ProgressView(View):
         self.refresh()
 
     def _read(self) -> Progress:
-        group, callback = _members(self.res)
-        if group is None:
-            info = result(self.res.id, app=self.app)
-            p = info.get("progress") or {}
-            state = info["state"]
-            done, total = (1, 1) if state == "SUCCESS" else (p.get("done", 0), p.get("total"))
-            return Progress(self.res.id, done, total, state, info.get("error"), info.get("result"))
-        finished = [r for r in group.results if r.ready()]
-        failed = next((r for r in finished if r.failed()), None)
-        rows = [r.result for r in finished if r.successful()]
-        total = len(group.results)
-        if failed is not None:
-            state, error = "FAILURE", f"{failed.id}: {type(failed.result).__name__}: {failed.result}"
-        elif len(finished) == total and (callback is None or callback.ready()):
-            state, error = ("FAILURE", str(callback.result)) if callback is not None and callback.failed() else ("SUCCESS", None)
-        else:
-            state, error = "RUNNING", None
-        final = callback.result if callback is not None and state == "SUCCESS" else None
-        return Progress(getattr(self.res, "id", "") or "", len(finished), total, state, error, final, rows)
+        return progress_of(self.res, app=self.app)
 
     def _apply(self, data: Progress) -> None:
         super()._apply(data)

@@ -7,14 +7,11 @@ from typing import Any
 from .. import schedules as api
 from ..app import TaskkitApp
 from ..errors import TaskkitError
+from ..routing import routes
 from . import html
 from .view import View
 
 KINDS = ("every", "cron", "at")
-
-
-def _when(dt: Any) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
 
 
 class ScheduleEditor(View):
@@ -77,8 +74,8 @@ class ScheduleEditor(View):
                 s.task,
                 "yes" if s.enabled else "no",
                 "toml" if s.declared else "runtime",
-                _when(s.next_run_at),
-                _when(s.last_run_at),
+                html.when(s.next_run_at),
+                html.when(s.last_run_at),
                 s.total_run_count,
             )
             for s in self.data["schedules"]
@@ -88,7 +85,7 @@ class ScheduleEditor(View):
         )
         upcoming = html.table(
             ["at (UTC)", "schedule", "task"],
-            [(_when(u.at), u.name, u.task) for u in self.data["upcoming"]],
+            [(html.when(u.at), u.name, u.task) for u in self.data["upcoming"]],
             empty="nothing in the next 24h",
         )
         parts = [html.section("Schedules", table), html.section("Next 24 hours", upcoming)]
@@ -106,7 +103,7 @@ class ScheduleEditor(View):
             b.on_click(lambda _, act=action: self._quiet(act, self._pick.value))
         self.buttons = buttons
         self._name = w.Text(description="name")
-        self._taskname = w.Combobox(options=sorted(n for n in self.app.tasks if not n.startswith("celery.")), description="task")
+        self._taskname = w.Combobox(options=[d.task for d in routes(app=self.app)], description="task")
         self._kind = w.Dropdown(options=KINDS, value="every", description="kind")
         self._spec = w.Text(placeholder='"15m" · "0 3 * * *" · "2030-10-01T09:00:00+02:00"', description="when")
         self._tz = w.Text(placeholder="Europe/Berlin (cron)", description="timezone")
