@@ -85,6 +85,22 @@ def test_cluster_view_refreshes_live_on_the_event_loop_and_stops(stack):
     assert asyncio.run(replaced()) == (False, True)
 
 
+def test_a_worker_that_died_is_listed_as_missing_after_the_timeout(stack):
+    key = stack.app.keys.pidbox_bindings()
+    ghost = stack.app.keys.worker_of_binding  # what a SIGKILLed worker leaves: its remote-control binding
+    member = "\x06\x16\x06\x16ghost@nowhere.celery.pidbox"
+    assert ghost(member) == "ghost@nowhere"
+    stack.redis.sadd(key, member)
+    try:
+        snap = taskkit.snapshot(timeout=0.3, app=stack.app)
+    finally:
+        stack.redis.srem(key, member)
+    assert snap.missing == ["ghost@nowhere"] and any(w.startswith("wid@") for w in snap.workers)
+    assert 0.3 <= snap.cost["workers"] < 1.0  # the live worker answered; the dead one cost the timeout
+    fast = taskkit.snapshot(timeout=0.3, app=stack.app)
+    assert fast.missing == [] and fast.cost["workers"] < 0.3  # all named workers answered: no wait for the timeout
+
+
 def test_an_unreachable_redis_is_one_line_in_the_view_not_a_traceback():
     app = taskkit.create_app(
         load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "TASKKIT_BROKER_TIMEOUT": "0.5"})

@@ -122,9 +122,9 @@ class DeadLetterBrowser(View):
         self._queue = w.Dropdown(options=["(its own)", *self.app.topology.queues], description="replay to")
         self._args = w.Text(placeholder="edited args JSON (optional)", description="args")
         self.buttons = {name: w.Button(description=name, layout=w.Layout(width="auto")) for name in ("Replay", "Drop", "Confirm", "Cancel")}
-        self.buttons["Replay"].on_click(lambda _: self._quiet(self._ask_replay_form))
-        self.buttons["Drop"].on_click(lambda _: self._quiet(lambda: self.ask_drop(self._pick.value)))
-        self.buttons["Confirm"].on_click(lambda _: self._quiet(self.confirm))
+        self.buttons["Replay"].on_click(lambda _: self._click(self._ask_replay_form))
+        self.buttons["Drop"].on_click(lambda _: self._click(lambda: self.ask_drop(self._pick.value)))
+        self.buttons["Confirm"].on_click(lambda _: self._click(self.confirm))
         self.buttons["Cancel"].on_click(lambda _: self.cancel())
         return w.VBox([self._body, w.HBox([self._pick, self._queue, self._args]), w.HBox(list(self.buttons.values()))])
 
@@ -134,13 +134,6 @@ class DeadLetterBrowser(View):
         queue = None if self._queue.value == "(its own)" else self._queue.value
         args = json.loads(self._args.value) if self._args.value else None
         self.ask_replay(self._pick.value, queue=queue, args=args)
-
-    def _quiet(self, action: Any) -> None:
-        try:
-            action()
-        except (TaskkitError, ValueError) as exc:
-            self.error = str(exc)
-            self._update()
 
     def _update(self) -> None:
         self._body.value = self._html()

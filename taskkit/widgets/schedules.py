@@ -100,7 +100,7 @@ class ScheduleEditor(View):
         buttons = {}
         for label, action in (("Enable", self.enable), ("Disable", self.disable), ("Run now", self.run_now), ("Delete", self.delete)):
             b = buttons[label] = w.Button(description=label, layout=w.Layout(width="auto"))
-            b.on_click(lambda _, act=action: self._quiet(act, self._pick.value))
+            b.on_click(lambda _, act=action: self._click(act, self._pick.value))
         self.buttons = buttons
         self._name = w.Text(description="name")
         self._taskname = w.Combobox(options=[d.task for d in routes(app=self.app)], description="task")
@@ -109,7 +109,7 @@ class ScheduleEditor(View):
         self._tz = w.Text(placeholder="Europe/Berlin (cron)", description="timezone")
         self._args = w.Text(value="[]", description="args JSON")
         add = self.buttons["Add"] = w.Button(description="Add", button_style="primary")
-        add.on_click(lambda _: self._quiet(self._add_form))
+        add.on_click(lambda _: self._click(self._add_form))
         form = w.VBox([w.HBox([self._name, self._taskname, self._kind]), w.HBox([self._spec, self._tz, self._args, add])])
         return w.VBox([self._body, w.HBox([self._pick, *(buttons[k] for k in ("Enable", "Disable", "Run now", "Delete"))]), form])
 
@@ -124,12 +124,6 @@ class ScheduleEditor(View):
         if self._tz.value:
             spec["timezone"] = self._tz.value
         self.add(self._name.value, self._taskname.value, **spec)
-
-    def _quiet(self, action: Any, *args: Any) -> None:
-        try:
-            action(*args)
-        except TaskkitError:
-            pass  # already shown in place
 
     def _update(self) -> None:
         self._body.value = self._html()

@@ -53,6 +53,15 @@ class View:
         if self._widget is not None:
             self._update()
 
+    def _click(self, action: Any, *args: Any) -> None:
+        """A button's action: a refusal is shown in place (and kept as `error`), never raised into the frontend."""
+        try:
+            action(*args)
+        except (TaskkitError, ValueError) as exc:
+            self.error = str(exc)
+            if self._widget is not None:
+                self._update()
+
     def refresh(self) -> Any:
         """Read now (blocking) and show it; a TaskkitError is kept as `error` and shown, not raised."""
         try:
