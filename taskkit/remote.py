@@ -14,8 +14,16 @@ from typing import Any
 
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
+from celery.worker.request import Request
 
 COMMAND = "taskkit_status"
+
+
+def _eta_tasks(timer: Any) -> int:
+    """Tasks held for their ETA: the timer also holds heartbeats and other entries (as Celery's `scheduled` skips them)."""
+    if timer is None:
+        return 0
+    return sum(1 for waiting in timer.schedule.queue if isinstance((getattr(waiting.entry, "args", None) or [None])[0], Request))
 
 
 @inspect_command(name=COMMAND)
@@ -31,7 +39,7 @@ def taskkit_status(state: Any, **_: Any) -> dict[str, Any]:
         "prefetch_count": consumer.qos.value if consumer.qos is not None else None,
         "active": len(active),
         "reserved": len(state.tset(worker_state.reserved_requests) - active),
-        "scheduled": len(consumer.timer.schedule.queue) if consumer.timer is not None else 0,
+        "scheduled": _eta_tasks(consumer.timer),
         "queues": sorted(q.name for q in consumer.task_consumer.queues) if consumer.task_consumer else [],
         "processed": sum(worker_state.total_count.values()),
         "uptime": round((datetime.now(UTC) - controller.startup_time).total_seconds()) if controller else None,

@@ -85,6 +85,8 @@ def test_queue_info_counts_levels_unacked_scheduled_and_consumers(stack, monkeyp
         assert (info["parked"].unacked, info["parked"].scheduled, info["parked"].consumers) == (0, 0, ())
         assert (info["held"].waiting, info["held"].unacked, info["held"].scheduled) == (0, 2, 1)
         assert info["held"].consumers == (W1, W2) and info["default"].consumers == (W1, W2)
+        rows = taskkit.workers(destination=BOTH, app=stack.app)["replies"].values()  # the taskkit_status broadcast
+        assert sum(r["scheduled"] for r in rows) == 1 and sum(r["active"] for r in rows) == 1  # the ETA task; the blocker
         assert info["default"].waiting == info["default"].unacked == 0
         assert set(info) == set(stack.settings.queues)
         assert taskkit.queue_depths(app=stack.app)["parked"] == 7
