@@ -40,7 +40,7 @@ INFO_FIELDS = {  # INFO field -> how taskkit names it (plain data for health, wi
 }
 
 
-def unavailable(app: Celery, exc: BaseException) -> BrokerUnavailable:
+def unavailable(app: Celery, exc: BaseException | str) -> BrokerUnavailable:
     reason = (str(exc) or type(exc).__name__).rstrip(".")
     if isinstance(exc, redis.exceptions.NoPermissionError):
         reason = f"the Redis user may not do this ({reason}); use the application's ACL user"
@@ -69,6 +69,10 @@ def redis_client(app: Celery) -> Iterator[Any]:
         yield client
     except REDIS_ERRORS as exc:
         raise unavailable(app, exc) from None
+    except redis.ResponseError as exc:  # at connect: SELECT of a database the server does not have
+        if "DB index" not in str(exc):
+            raise
+        raise unavailable(app, f"{exc} (a server has `databases` 16 unless redis.conf says more)") from None
 
 
 def redbeat_redis(app: Celery) -> Any:

@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -26,6 +27,9 @@ ENV_PREFIX = "TASKKIT_"
 CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
 PASSWORD_ENV = "TASKKIT_BROKER_PASSWORD"  # put into URLs that carry none (deploy env files)
 DEFAULT_CONFIG_FILE = "taskkit.toml"
+# TASKKIT_* variables that are not settings: read by their own parts, documented in the README
+OTHER_ENV = {CONFIG_ENV, PASSWORD_ENV, "TASKKIT_LAB_TOKEN", "TASKKIT_METRICS_TOKEN"}
+OTHER_ENV_PREFIXES = ("TASKKIT_TESTBED_",)  # the deploy tests' testbed
 
 # Built-in queues and the priority a message gets when the caller names none.
 # Workers read priority levels before queues, so these also order work across queues.
@@ -231,6 +235,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
 
 
 def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Settings:
+    _check_env_names(env)
     for key in data:
         if key not in SECTIONS or key == "source":
             raise ConfigError(key, data[key], f"one of {', '.join(k for k in SECTIONS if k != 'source')}", source=source)
@@ -264,11 +269,33 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
     return settings
 
 
+def env_names() -> list[str]:
+    """Every TASKKIT_* variable that sets a setting: TASKKIT_<SECTION>_<KEY>, and the top-level ones."""
+    names = [ENV_PREFIX + f.name.upper() for f in fields(Settings) if "kind" in f.metadata]
+    for section, cls in _SECTION_CLASSES.items():
+        names += [f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}" for f in fields(cls) if "kind" in f.metadata]
+    return names
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A misspelt TASKKIT_* variable fails at load instead of being silently ignored."""
+    known = {*env_names(), *OTHER_ENV}
+    for var in env:
+        if var.startswith(ENV_PREFIX) and var not in known and not var.startswith(OTHER_ENV_PREFIXES):
+            close = get_close_matches(var, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            value = env[var]
+            shown = mask_url(value) if "://" in value else "…"  # the value of an unknown variable may be a secret
+            raise ConfigError(var, shown, f"a TASKKIT_* setting (`taskkit config show` lists them){hint}", source="environment")
+
+
 def _check(key: str, value: Any, kind: Kind, source: str) -> Any:
     try:
         return kind.check(value)
-    except (ValueError, TypeError):
-        raise ConfigError(key, value, kind.expected, source=source) from None
+    except (ValueError, TypeError) as exc:
+        shown = mask_url(value) if isinstance(value, str) and "://" in value else value  # never a password in an error
+        reason = f" ({exc})" if str(exc) else ""
+        raise ConfigError(key, shown, kind.expected + reason, source=source) from None
 
 
 def _queues(raw: Any, source: str) -> dict[str, int]:

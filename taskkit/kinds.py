@@ -86,8 +86,24 @@ def _seconds(v: Any) -> float:
 
 
 def _url(v: Any) -> str:
-    if not isinstance(v, str) or urlsplit(v).scheme not in URL_SCHEMES:
+    """One URL, or a sentinel list joined by ';': scheme, host, port and database index checked."""
+    if not isinstance(v, str):
         raise ValueError
+    for one in v.split(";"):
+        parts = urlsplit(one)
+        if parts.scheme not in URL_SCHEMES:
+            raise ValueError
+        try:
+            port = parts.port  # ValueError for a port that is not a number 0-65535
+        except ValueError:
+            raise ValueError(f"the port of {parts.hostname or 'the host'} is not a number 1-65535") from None
+        if not parts.hostname:
+            raise ValueError("no host")
+        if port == 0:
+            raise ValueError("port 0")
+        db = parts.path.strip("/")
+        if db and not (db.isdigit() and int(db) < 2**16):
+            raise ValueError(f"database {db!r} is not a number (redis://host:6379/0)")
     return v
 
 

@@ -118,3 +118,51 @@ def test_passwords_never_shown(tmp_path, monkeypatch):
 def test_mask_url_handles_sentinel_lists():
     assert mask_url("sentinel://:pw@a:26379;sentinel://:pw@b:26379") == "sentinel://:***@a:26379;sentinel://:***@b:26379"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+BAD_URLS = [
+    ("redis://:hunter2@127.0.0.1:abc/0", "the port of 127.0.0.1 is not a number 1-65535"),
+    ("redis://:hunter2@127.0.0.1:70000/0", "is not a number 1-65535"),
+    ("redis://:hunter2@127.0.0.1:6379/x1", "database 'x1' is not a number"),
+    ("redis://:hunter2@:6379/0", "no host"),
+    ("amqp://guest:hunter2@host//", "a URL starting with redis://"),
+    ("sentinel://:hunter2@a:26379;sentinel://:hunter2@b:port", "the port of b"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), BAD_URLS)
+def test_bad_url_parts_fail_at_load_with_the_password_masked(tmp_path, url, reason):
+    from click.testing import CliRunner
+
+    from taskkit.cli import main
+
+    for key, where in (("url", "TASKKIT_BROKER_URL"), ("result_url", "TASKKIT_BROKER_RESULT_URL")):
+        with pytest.raises(ConfigError) as from_file:
+            load(tmp_path, f"[broker]\n{key} = '{url}'")
+        with pytest.raises(ConfigError) as from_env:
+            load(tmp_path, "", env={where: url})
+        for exc in (from_file.value, from_env.value):
+            assert reason in str(exc) and "hunter2" not in str(exc) and ":***@" in str(exc) and "\n" not in str(exc)
+        out = CliRunner().invoke(main, ["config", "show"], env={where: url})
+        assert out.exit_code == 1 and reason in out.output and "hunter2" not in out.output
+
+
+def test_a_misspelt_variable_fails_with_the_closest_name(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean TASKKIT_BROKER_URL") as exc:
+        load(tmp_path, "", env={"TASKKIT_BROKR_URL": "redis://:hunter2@h:6379/0"})
+    assert "hunter2" not in str(exc.value)
+    with pytest.raises(ConfigError, match="TASKKIT_RETRY_MAX_RETRIES"):
+        load(tmp_path, "", env={"TASKKIT_RETRY_MAXRETRIES": "4"})
+    # the documented variables that are not settings are fine
+    ok = {"TASKKIT_CONFIG": str(tmp_path / "taskkit.toml"), "TASKKIT_BROKER_PASSWORD": "x", "TASKKIT_LAB_TOKEN": "t"}
+    assert load(tmp_path, "", env={**ok, "TASKKIT_TESTBED_CACHE": "/tmp/x", "TASKKIT_HISTORY_MAX_EVENTS": "10"}).history.max_events == 10
+
+
+def test_a_database_the_server_lacks_is_one_line(redis_port):
+    import taskkit
+
+    app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": f"redis://127.0.0.1:{redis_port}/4000"}))
+    with pytest.raises(taskkit.BrokerUnavailable, match="DB index is out of range"):
+        taskkit.submit("taskkit.ops.health", app=app)
+    with pytest.raises(taskkit.BrokerUnavailable, match="DB index is out of range"):
+        taskkit.queue_depths(app=app)
