@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from typing import Any
 
@@ -59,13 +58,11 @@ def lab(cli: CliContext, port: int, directory: str, token: str | None) -> None:
     token = token or secrets.token_urlsafe(24)
     argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
             f"--ServerApp.root_dir={os.path.abspath(directory)}", f"--IdentityProvider.token={token}"]  # fmt: skip
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # a container or CI runs as root; Jupyter refuses it without this
     click.echo(f"JupyterLab on http://127.0.0.1:{port}/lab?token={token}", err=True)
-    proc = subprocess.Popen(argv, env=env)
-    try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        sys.exit(proc.wait())
+    # Become the server (exec): Ctrl-C and SIGTERM reach it directly, nothing is left running behind us.
+    os.execve(sys.executable, argv, env)
 
 
 commands: list[Any] = [runbook, lab]

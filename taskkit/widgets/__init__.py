@@ -32,7 +32,7 @@ from .schedules import ScheduleEditor
 __all__ = ["ClusterView", "DeadLetterBrowser", "ProgressView", "RunsExplorer", "ScheduleEditor", "TaskLauncher", "connect", "progress"]
 
 
-def connect(*, quiet: bool = False, app: TaskkitApp | None = None) -> str:
+def connect(*, quiet: bool = False, app: TaskkitApp | None = None) -> None:
     """Say in one line which Redis the notebook talks to and where that came from; check it answers.
 
     In IPython, a TaskkitError from any later cell then shows as its one-line message instead
@@ -49,8 +49,7 @@ def connect(*, quiet: bool = False, app: TaskkitApp | None = None) -> str:
         line = f"taskkit: the local stack at {url} (nothing configured: no {CONFIG_ENV}, taskkit.toml or TASKKIT_BROKER_URL)"
     check_reachable(app)  # BrokerUnavailable here, in the first cell that needs Redis
     if not quiet:
-        print(line)
-    return line
+        print(line)  # printed, not returned: a returned line would show twice in a notebook
 
 
 def _one_line_errors() -> None:
