@@ -96,6 +96,9 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,  # a typo in -Q or queue= fails instead of filling a dead list
         "task_time_limit": s.limits.time_limit,
+        # Recycle pool processes (prefork): Celery counts tasks, and memory in KiB; None is no limit.
+        "worker_max_tasks_per_child": s.limits.max_tasks_per_child or None,
+        "worker_max_memory_per_child": (s.limits.max_memory_per_child // 1024) or None,
         "task_soft_time_limit": s.limits.soft_time_limit,
         "imports": (*BUILTIN_TASK_MODULES, *s.imports),
         # Schedules live in Redis (celery-redbeat): editable at run time, one active beat.

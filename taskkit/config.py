@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from celery.app.defaults import DEFAULTS as CELERY_SETTINGS  # Celery's own table of setting names
 
 from .errors import ConfigError, ScheduleError
-from .kinds import BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, STR, URL, Kind, choice
+from .kinds import BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, SIZE, STR, URL, Kind, choice
 from .schedule_spec import ScheduleSpec, parse_spec
 
 ENV_PREFIX = "TASKKIT_"
@@ -62,6 +62,10 @@ class BrokerSettings:
 class LimitSettings:
     time_limit: float = setting(1800.0, DURATION)  # hard kill after this many seconds
     soft_time_limit: float = setting(1500.0, DURATION)  # SoftTimeLimitExceeded raised in the task
+    # A pool process is replaced after this many tasks, or after a task leaves it above this
+    # resident memory, so a leaking task cannot grow a worker without bound (0: no limit).
+    max_tasks_per_child: int = setting(1000, COUNT)
+    max_memory_per_child: int = setting(200 * 1000**2, SIZE)  # bytes; "200MB" in taskkit.toml
 
 
 @dataclass(frozen=True)

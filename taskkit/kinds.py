@@ -85,6 +85,19 @@ def _seconds(v: Any) -> float:
     return v
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNIT = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(v: Any) -> int:
+    """ "200MB", "1.5GiB", "64KiB", or a number of bytes → bytes (int, ≥ 0)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    if isinstance(v, str) and (m := _SIZE.match(v)):
+        return int(float(m[1]) * _SIZE_UNIT[m[2].lower() if m[2] else None])
+    raise ValueError
+
+
 def _url(v: Any) -> str:
     """One URL, or a sentinel list joined by ';': scheme, host, port and database index checked."""
     if not isinstance(v, str):
@@ -170,6 +183,7 @@ BOOL = Kind("true or false", _typed(bool), _bool_text)
 COUNT = Kind("a whole number ≥ 0", _at_least(0), _number_text)
 POSITIVE = Kind("a whole number ≥ 1", _at_least(1), _number_text)
 PORT = Kind("a port number 1-65535", _port, _number_text)
+SIZE = Kind('a size ≥ 0 such as 200MB, "1GiB" or a number of bytes (0: no limit)', parse_size, _number_text)
 DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
 SECONDS = Kind("a number of seconds ≥ 0", _seconds)
 TIMEOUT = Kind('seconds > 0, such as 1.5 or "2s"', _positive_seconds)

@@ -130,3 +130,14 @@ def blocker(self: Any, key: str, timeout: float = 30) -> str:
 def whoami(self: Any, key: str) -> None:
     """Records "<worker hostname> <time>" in `key`: who ran it, and when."""
     _redis().rpush(key, f"{self.request.hostname} {time.time()!r}")
+
+
+_hoard: list[bytes] = []  # what tests.grow keeps: a leak, on purpose
+
+
+@shared_task(name="tests.pid")
+def pid(grow_mb: int = 0) -> int:
+    """The pool process's pid; with grow_mb, first keeps that many MB alive in the process (a leak)."""
+    if grow_mb:
+        _hoard.append(b"\x01" * (grow_mb * 2**20))  # written, so resident (bytes(n) may stay untouched zero pages)
+    return os.getpid()

@@ -150,3 +150,14 @@ def test_whole_worker_killed_task_is_redelivered_to_another_worker(make_stack):
     (doomed_host, _, first_at), (rescuer_host, _, second_at) = [x.decode().split() for x in stack.redis.lrange("whole", 0, -1)]
     assert doomed_host.startswith("doomed@") and rescuer_host.startswith("rescuer@")
     assert float(second_at) - float(first_at) >= 4 - 0.5  # not before the visibility timeout
+
+
+def test_pool_processes_are_recycled_after_their_limits_with_no_task_lost(make_stack):
+    stack = make_stack('[limits]\nmax_tasks_per_child = 3\nmax_memory_per_child = "150MB"\n')
+    assert stack.app.conf.worker_max_tasks_per_child == 3 and stack.app.conf.worker_max_memory_per_child == 150 * 10**6 // 1024
+    stack.start_worker("recycled", concurrency=1)
+    pids = [taskkit.submit("tests.pid", app=stack.app).get(timeout=20) for _ in range(9)]
+    assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))  # a new process every 3 tasks, all 9 ran
+    leaky = taskkit.submit("tests.pid", args=[200], app=stack.app).get(timeout=20)  # leaves 200 MB resident
+    after = taskkit.submit("tests.pid", app=stack.app).get(timeout=20)
+    assert after != leaky  # replaced after the task that crossed max_memory_per_child

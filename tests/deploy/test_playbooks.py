@@ -144,7 +144,8 @@ class Fleet:
                 worker_stop_timeout: 180
                 worker_instances:
                   - {{name: fast, queues: [critical, high], concurrency: 1, pool: threads}}
-                  - {{name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork}}
+                  - {{name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork,
+                     max_tasks_per_child: 500, max_memory_per_child: 300MB}}
                 """)
         )
 
@@ -285,6 +286,16 @@ def test_task_from_controller_runs_on_a_worker_host(fleet: Fleet) -> None:
     out = json.loads(p.stdout)
     assert out["state"] == "SUCCESS", out
     assert out["result"]["host"] in {"tk2", "tk3"} and out["result"]["version"] == "0.1.0", out
+
+
+@pytest.mark.usefixtures("verify_step")
+def test_a_worker_instance_recycles_its_pool_at_its_own_limits(fleet: Fleet) -> None:
+    # the running worker's environment carries the instance's limits; taskkit's loader turns them into Celery's
+    pid = fleet.tb.ssh("tk2", "systemctl show -p MainPID --value taskkit-worker@bulk", check=True).stdout.strip()
+    environ = fleet.tb.ssh("tk2", f"tr '\\0' '\\n' < /proc/{pid}/environ", check=True).stdout.splitlines()
+    assert {"TASKKIT_LIMITS_MAX_TASKS_PER_CHILD=500", "TASKKIT_LIMITS_MAX_MEMORY_PER_CHILD=300MB"} <= set(environ), environ
+    fast = fleet.tb.ssh("tk2", "cat /etc/taskkit/worker-fast.env", check=True).stdout
+    assert "MAX_TASKS_PER_CHILD" not in fast  # an instance without its own limits uses [limits]
 
 
 @pytest.mark.usefixtures("verify_step")
