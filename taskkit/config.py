@@ -66,6 +66,9 @@ class LimitSettings:
     # resident memory, so a leaking task cannot grow a worker without bound (0: no limit).
     max_tasks_per_child: int = setting(1000, COUNT)
     max_memory_per_child: int = setting(200 * 1000**2, SIZE)  # bytes; "200MB" in taskkit.toml
+    # Largest args + kwargs (as JSON) a submit may carry; larger ones are refused before anything
+    # is queued (a few huge messages fill a noeviction Redis and stop every write). 0: no limit.
+    max_message_bytes: int = setting(4 * 1000**2, SIZE)
 
 
 @dataclass(frozen=True)

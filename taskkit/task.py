@@ -20,6 +20,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.dispatch import Signal
 from celery.utils.imports import symbol_by_name
 from kombu.exceptions import EncodeError
+from kombu.utils.json import dumps as kombu_dumps
 
 from .broker import REDIS_ERRORS, check_reachable, unavailable
 from .errors import ConfigError, InvalidArguments, InvalidOption, UnknownQueue
@@ -168,6 +169,7 @@ class TaskkitTask(Task):
             signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
+        self._check_size(args, kwargs)
         queues = self.app.topology.queues
         queue = options.get("queue") or self.taskkit_declared.get("queue")  # the caller's, else the task's own
         if queue is not None and (queue_name := getattr(queue, "name", queue)) not in queues:
@@ -175,6 +177,20 @@ class TaskkitTask(Task):
         if options.get("priority") is not None:
             refuse("priority", options["priority"], PRIORITY)
         self._check_delay(options)
+
+    def _check_size(self, args: Any, kwargs: Any) -> None:
+        """A message over limits.max_message_bytes is refused: a few huge ones fill a noeviction Redis and stop every write."""
+        limit = self.app.settings.limits.max_message_bytes
+        if not limit:
+            return
+        try:
+            size = len(kombu_dumps([args or [], kwargs or {}]))  # as kombu will serialise them (dates, UUIDs, …)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArguments(self.name, f"not JSON-serialisable ({exc})") from None
+        if size > limit:
+            raise InvalidArguments(
+                self.name, f"{size:,} bytes as JSON, over limits.max_message_bytes ({limit:,}); pass a reference (a path, a key) instead"
+            )
 
     def _check_delay(self, options: dict[str, Any]) -> None:
         """A delay past the visibility timeout would make Redis hand the message out twice."""

@@ -162,3 +162,15 @@ def test_a_task_declared_queue_gets_that_queues_default_priority(make_stack):
     assert stack.redis.llen(stack.app.keys.queue("low", 8)) == 1
     d = taskkit.explain_route("tests.on_low", app=stack.app)
     assert (d.queue, d.priority, d.decided_by["queue"]) == ("low", 8, "task option")
+
+
+def test_a_message_over_the_size_limit_is_refused_before_anything_is_queued(make_stack):
+    stack = make_stack('[limits]\nmax_message_bytes = "1MB"\n')
+    before = snapshot(stack.redis)
+    big = "x" * 1_200_000
+    with pytest.raises(taskkit.InvalidArguments, match=r"1,200,\d+ bytes as JSON, over limits.max_message_bytes \(1,000,000\)"):
+        taskkit.submit("tests.says", args=[big], app=stack.app)
+    with pytest.raises(taskkit.ScheduleError, match="over limits.max_message_bytes"):
+        taskkit.add_schedule("big", "tests.says", every="1h", args=[big], app=stack.app)
+    assert snapshot(stack.redis) == before  # nothing queued, nothing stored
+    assert taskkit.submit("tests.says", args=["x" * 900_000], app=stack.app).id  # under the limit: queued
