@@ -170,7 +170,7 @@ def test_a_message_over_the_size_limit_is_refused_before_anything_is_queued(make
     big = "x" * 1_200_000
     with pytest.raises(taskkit.InvalidArguments, match=r"1,200,\d+ bytes as JSON, over limits.max_message_bytes \(1,000,000\)"):
         taskkit.submit("tests.says", args=[big], app=stack.app)
-    with pytest.raises(taskkit.ScheduleError, match="over limits.max_message_bytes"):
+    with pytest.raises(taskkit.ScheduleError, match=r"over limits\.max_message_bytes"):
         taskkit.add_schedule("big", "tests.says", every="1h", args=[big], app=stack.app)
     assert snapshot(stack.redis) == before  # nothing queued, nothing stored
     assert taskkit.submit("tests.says", args=["x" * 900_000], app=stack.app).id  # under the limit: queued
