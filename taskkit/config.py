@@ -147,18 +147,23 @@ class Settings:
     celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, last word
     schedules: Mapping[str, ScheduleSpec] = field(default_factory=dict)  # [schedules.NAME]: synced by beat
     source: str = "defaults"
+    password: str = field(default="", repr=False)  # TASKKIT_BROKER_PASSWORD of the environment loaded from; never shown
 
     @property
     def broker_url(self) -> str:
-        return with_password(self.broker.url or f"redis://127.0.0.1:{self.dev.port}/0")
+        if self.broker.url:
+            return with_password(self.broker.url, self.password)
+        # the local stack: its password from the stack's directory, so nobody types it
+        return with_password(f"redis://127.0.0.1:{self.dev.port}/0", self.password or dev_password(self.dev.dir))
 
     @property
     def result_url(self) -> str:
-        return with_password(self.broker.result_url) if self.broker.result_url else self.broker_url
+        return with_password(self.broker.result_url, self.password) if self.broker.result_url else self.broker_url
 
     def public(self) -> dict[str, Any]:
         """Plain data for display, passwords masked."""
         out = _as_dict(self)
+        del out["password"]
         out["broker"].update(url=mask_url(self.broker_url), result_url=mask_url(self.result_url))
         out["routes"] = [{k: v for k, v in _as_dict(r).items() if v not in (None, {}) and k != "index"} for r in self.routes]
         return out
@@ -206,9 +211,19 @@ def _mask_one(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def with_password(url: str) -> str:
-    """Add TASKKIT_BROKER_PASSWORD to a URL that has no password (secrets stay out of files)."""
-    password = os.environ.get(PASSWORD_ENV)
+DEV_PASSWORD_FILE = "redis.password"  # in [dev] dir, mode 0600: written by `taskkit dev up`
+
+
+def dev_password(directory: str | os.PathLike[str]) -> str | None:
+    """The local stack's Redis password, if its directory has one this user can read."""
+    try:
+        return (Path(directory) / DEV_PASSWORD_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Add `password` (TASKKIT_BROKER_PASSWORD, or the local stack's) to a URL that has none: secrets stay out of files."""
     if not password or not url:
         return url
     out = []
@@ -270,7 +285,8 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
     routes = _routes(data.get("routes", []), queues, source)
     celery = _celery(data.get("celery", {}), source)
     schedules = _schedules(data.get("schedules", {}), queues, source)
-    settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, schedules=schedules, source=source)
+    settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, schedules=schedules, source=source,
+                       password=env.get(PASSWORD_ENV, ""))  # fmt: skip
     _check_limits(settings)
     _check_beat(settings)
     return settings

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from typing import Any
 import redis
 
 from .app import create_app
-from .config import Settings, load_settings
+from .config import DEV_PASSWORD_FILE, Settings, dev_password, load_settings
 from .errors import DevStackError
 
 START_TIMEOUT = 30.0  # seconds for Redis and the worker to answer
@@ -123,8 +124,26 @@ class DevStack:
                 raise
             return state
 
+    def _password(self) -> str:
+        """The stack's Redis password: made once, kept in the directory (0600), never on a command line."""
+        path = self.dir / DEV_PASSWORD_FILE
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24))
+        return dev_password(self.dir) or ""
+
+    def _redis_config(self) -> str:
+        """A config file (0600) for what must not show in `ps`: the password."""
+        path = self.dir / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f'requirepass "{self._password()}"\n')
+        return str(path)
+
     def _redis_args(self) -> list[str]:
         return [
+            self._redis_config(),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -156,8 +175,8 @@ class DevStack:
         return str(self.dir / "logs" / f"{name}.log")
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "TASKKIT_BROKER_PASSWORD"}  # the dev Redis has none
-        env.update(TASKKIT_BROKER_URL=self.url, TASKKIT_BROKER_RESULT_URL=self.url)
+        env = dict(os.environ)  # the password goes in the environment (readable by this user only), not argv
+        env.update(TASKKIT_BROKER_URL=self.url, TASKKIT_BROKER_RESULT_URL=self.url, TASKKIT_BROKER_PASSWORD=self._password())
         if self.settings.source != "defaults":
             env["TASKKIT_CONFIG"] = os.path.abspath(self.settings.source)
         return env
@@ -173,8 +192,11 @@ class DevStack:
         tmp.write_text(json.dumps(asdict(state), indent=2))
         tmp.replace(self.state_file)
 
+    def _client(self, url: str) -> redis.Redis:
+        return redis.Redis.from_url(url, password=dev_password(self.dir), socket_connect_timeout=1, socket_timeout=1)
+
     def _wait_for_redis(self, state: StackState) -> None:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+        client = self._client(self.url)
         self._wait(state, "redis", lambda: client.ping())
 
     def _wait_for_worker(self, state: StackState) -> None:
@@ -203,7 +225,7 @@ class DevStack:
             return {"running": False, "dir": str(self.dir)}
         procs = {p.name: {"pid": p.pid, "alive": p.alive(), "log": p.log} for p in state.procs}
         try:
-            redis.Redis.from_url(state.url, socket_connect_timeout=1, socket_timeout=1).ping()
+            self._client(state.url).ping()
             redis_ok = True
         except (redis.RedisError, OSError):
             redis_ok = False

@@ -109,8 +109,7 @@ def test_passwords_never_shown(tmp_path, monkeypatch):
     for shown in (repr(s), repr(s.broker), str(s.public())):
         assert "hunter2" not in shown and "***" in shown
     # a password from the environment goes into URLs that carry none
-    monkeypatch.setenv("TASKKIT_BROKER_PASSWORD", "s3cret")
-    s = load(tmp_path, "[broker]\nurl = 'redis://worker@h:6379/0'")
+    s = load(tmp_path, "[broker]\nurl = 'redis://worker@h:6379/0'", env={"TASKKIT_BROKER_PASSWORD": "s3cret"})
     assert s.broker_url == "redis://worker:s3cret@h:6379/0"
     assert "s3cret" not in str(s.public()) and "s3cret" not in repr(s)
 

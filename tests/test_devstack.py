@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import redis
 from click.testing import CliRunner
 
 from taskkit.cli import main
@@ -39,6 +41,19 @@ def test_up_status_second_up_refused_down_leaves_nothing(tmp_path, monkeypatch):
     info = json.loads(status.output)
     assert info["running"] and info["redis_answers"] and all(p["alive"] for p in info["processes"].values())
     wait_until(lambda: "Acquired lock" in (directory / "logs" / "beat.log").read_text(), 20, "beat to start (redbeat lock)")
+
+    # a password of its own: kept 0600 in the directory, on no command line, used without typing it
+    password_file = directory / "redis.password"
+    password = password_file.read_text().strip()
+    assert len(password) >= 24 and password_file.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port).ping()
+    for pid in leftovers(state):
+        assert password not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    env = {"TASKKIT_DEV_DIR": str(directory), "TASKKIT_DEV_PORT": str(port)}
+    sent = runner.invoke(main, ["submit", "taskkit.ops.health", "--wait", "--json"], env=env)
+    assert sent.exit_code == 0 and json.loads(sent.output)["state"] == "SUCCESS", sent.output
+    assert password not in sent.output + up.output
 
     again = dev(runner, directory, port, "up", "--detach")
     assert again.exit_code == 1 and "already running" in again.output

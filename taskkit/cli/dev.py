@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,8 +40,11 @@ def up(cli: CliContext, port: int | None, directory: str | None, detach: bool) -
     stack = DevStack(cli.settings, port=port, directory=directory)
     stack.up()
     click.echo(_describe(stack.status()))
-    if stack.url != cli.settings.broker_url:
-        click.echo(f"note: your config talks to another broker; to use this stack: export TASKKIT_BROKER_URL={stack.url}")
+    s = cli.settings
+    if s.broker.url or stack.port != s.dev.port or stack.dir != Path(s.dev.dir).resolve():
+        # the stack's password is found through [dev] dir and port: point those at this stack
+        click.echo(f"note: your config talks to another broker; to use this stack: unset TASKKIT_BROKER_URL; "
+                   f"export TASKKIT_DEV_PORT={stack.port} TASKKIT_DEV_DIR={stack.dir}")  # fmt: skip
     if detach:
         return
     click.echo("Press Ctrl-C to stop.")

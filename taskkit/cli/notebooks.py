@@ -44,6 +44,9 @@ def _settings_env(cli: CliContext) -> dict[str, str]:
     """The kernel (a child process) reads the same taskkit.toml as this command."""
     if cli.settings.source != "defaults":
         os.environ[CONFIG_ENV] = os.path.abspath(cli.settings.source)
+    os.environ.setdefault(
+        "TASKKIT_DEV_DIR", os.path.abspath(cli.settings.dev.dir)
+    )  # kernels run in notebooks/: the local stack's password stays found
     return dict(os.environ)
 
 
