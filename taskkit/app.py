@@ -91,6 +91,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "result_extended": True,
+        # A message no task can run becomes a dead letter instead of crashing or vanishing (taskkit.capture.poison).
+        "worker_consumer": "taskkit.capture.poison:Consumer",
         # Topology
         "task_queues": Topology(s).kombu_queues(),
         "task_default_queue": DEFAULT_QUEUE,
