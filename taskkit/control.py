@@ -102,14 +102,20 @@ def known_workers_read(app: TaskkitApp) -> Read[list[str]]:
     return Read(lambda pipe: pipe.smembers(key), lambda replies: sorted(app.keys.worker_of_binding(m) for m in replies[0]))
 
 
-def queue_info(*, consumers: bool = True, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None) -> list[QueueInfo]:
-    """Every declared queue: waiting per priority level, unacked, scheduled, and its consumers.
+def queue_info(
+    *, consumers: bool = True, undeclared: bool = True, timeout: float = CONTROL_TIMEOUT, app: TaskkitApp | None = None
+) -> list[QueueInfo]:
+    """Every declared queue: waiting per priority level, unacked, scheduled, and its consumers;
+    then, as `declared=False` rows, undeclared queues that hold messages (undeclared=False skips them).
 
-    The Redis part is one pipelined round trip for all queues. Consumers come from the
-    workers' active_queues (one broadcast that waits `timeout`); consumers=False skips it.
+    The declared queues' counts are one pipelined round trip; finding undeclared ones is one
+    SCAN of kombu's binding sets. Consumers come from the workers' active_queues (one
+    broadcast that waits `timeout`); consumers=False skips it.
     """
     app = app or get_app()
     counts = queues.queue_counts(app=app)
+    if undeclared:  # one SCAN of kombu's binding sets: queues with messages no declared queue owns
+        counts += queues.undeclared_queues(app=app)
     if not consumers:
         return counts
     by_queue: dict[str, list[str]] = {}

@@ -52,10 +52,18 @@ class Keys:
         """kombu's set of queues bound to the workers' remote-control exchange: one member per worker."""
         return self.kombu_prefix + Channel.keyprefix_queue % exchange
 
-    def worker_of_binding(self, member: bytes | str) -> str:
-        """The worker hostname in a pidbox binding ("<key><sep><pattern><sep><hostname>.celery.pidbox")."""
+    def bindings_pattern(self) -> str:
+        """kombu's binding sets of every exchange (SCAN pattern): how queues nobody declared are found."""
+        return self.kombu_prefix + Channel.keyprefix_queue % "*"
+
+    def bound_queue(self, member: bytes | str) -> str:
+        """The queue of a binding-set member ("<routing key><sep><pattern><sep><queue>")."""
         text = member.decode() if isinstance(member, bytes) else member
-        return text.rpartition(self._sep)[2].removesuffix(".celery.pidbox")
+        return text.rpartition(self._sep)[2]
+
+    def worker_of_binding(self, member: bytes | str) -> str:
+        """The worker hostname in a pidbox binding (its queue is "<hostname>.celery.pidbox")."""
+        return self.bound_queue(member).removesuffix(".celery.pidbox")
 
     def unacked(self) -> str:
         """kombu's hash of delivered, unacknowledged messages: tag → [message, exchange, routing key]."""

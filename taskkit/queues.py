@@ -29,15 +29,16 @@ SCAN_CHUNK = 1000  # messages per LRANGE when a whole queue is read (revoke by t
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """One declared queue, as Redis (and, for consumers, the workers) see it."""
+    """One queue, as Redis (and, for consumers, the workers) see it."""
 
     name: str
-    priority: int  # default priority of the queue's messages
+    priority: int | None  # default priority of the queue's messages; None for an undeclared queue
     waiting: int  # in Redis, every priority level counted
     levels: dict[int, int]  # waiting per priority level; empty levels left out
     unacked: int  # delivered to a worker, not yet acknowledged: running, prefetched or held for an ETA
     scheduled: int  # of the unacked, those held for an ETA/countdown still ahead
     consumers: tuple[str, ...] | None = None  # workers consuming it; None when they were not asked
+    declared: bool = True  # False: messages in a queue taskkit.toml does not declare (a plain client's typo)
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,58 @@ class Message:
     queue: str = field(default="", compare=False)
 
 
-def check_queue(queue: str, *, app: TaskkitApp) -> None:
-    """UnknownQueue (with suggestions) unless `queue` is declared."""
-    if queue not in app.topology.queues:
+def check_queue(queue: str, *, app: TaskkitApp, undeclared: bool = False) -> None:
+    """UnknownQueue (with suggestions) unless `queue` is declared (or, with `undeclared`, holds messages)."""
+    if queue not in app.topology.queues and not (undeclared and queue in undeclared_names(app=app)):
         raise UnknownQueue(queue, app.topology.queues)
+
+
+def undeclared_names(*, app: TaskkitApp | None = None) -> list[str]:
+    """Queues kombu has bindings for that taskkit.toml does not declare (one SCAN of the binding sets).
+
+    A plain Celery client that sends to `queue="typo"` binds and fills such a queue; no
+    taskkit worker consumes it. Control queues (pidbox, events, replies) are left out.
+    """
+    app = app or get_app()
+    control = ("celery.pidbox", "celeryev", "reply.celery.pidbox")
+    found: set[str] = set()
+    with redis_client(app) as client:
+        for key in client.scan_iter(match=app.keys.bindings_pattern(), count=1000):
+            if key.decode().endswith(control):
+                continue
+            found.update(app.keys.bound_queue(m) for m in client.smembers(key))
+    return sorted(found - set(app.topology.queues))
+
+
+def depth(queue: str, *, app: TaskkitApp | None = None) -> int:
+    """Waiting messages of one queue, declared or not, every priority level counted (one round trip)."""
+    app = app or get_app()
+    with redis_client(app) as client:
+        pipe = client.pipeline(transaction=False)
+        for key in app.keys.queue_levels(queue):
+            pipe.llen(key)
+        return sum(pipe.execute())
+
+
+def undeclared_queues(*, app: TaskkitApp | None = None) -> list[QueueInfo]:
+    """Undeclared queues with messages waiting, and how many per priority level (the orphans)."""
+    app = app or get_app()
+    names = undeclared_names(app=app)
+    with redis_client(app) as client:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            for key in app.keys.queue_levels(name):
+                pipe.llen(key)
+        replies = pipe.execute()
+    n = len(PRIORITIES)
+    out = []
+    for i, name in enumerate(names):
+        levels = {p: c for p, c in zip(PRIORITIES, replies[i * n : (i + 1) * n], strict=True) if c}
+        if levels:
+            out.append(
+                QueueInfo(name=name, priority=None, waiting=sum(levels.values()), levels=levels, unacked=0, scheduled=0, declared=False)
+            )
+    return out
 
 
 def queue_depths(*, app: TaskkitApp | None = None) -> dict[str, int]:
@@ -158,13 +207,14 @@ def _arguments(payload: dict[str, Any], headers: dict[str, Any]) -> tuple[Any, A
         return headers.get("argsrepr"), headers.get("kwargsrepr")  # not taskkit's JSON: show what Celery shows
 
 
-def peek(queue: str, *, count: int = PEEK_COUNT, app: TaskkitApp | None = None) -> list[Message]:
+def peek(queue: str, *, count: int = PEEK_COUNT, undeclared: bool = False, app: TaskkitApp | None = None) -> list[Message]:
     """The first `count` waiting messages of `queue`, in the order workers will take them.
 
     Nothing is consumed. One MULTI/EXEC read of every priority level, so the levels agree.
+    `undeclared=True` also reads a queue taskkit.toml does not declare (see undeclared_queues).
     """
     app = app or get_app()
-    check_queue(queue, app=app)
+    check_queue(queue, app=app, undeclared=undeclared)
     n = refuse("count", count, COUNT)
     if n == 0:
         return []
@@ -177,14 +227,15 @@ def peek(queue: str, *, count: int = PEEK_COUNT, app: TaskkitApp | None = None) 
     return [decode(raw, queue=queue) for level in levels for raw in reversed(level)][:n]
 
 
-def purge_queue(queue: str, *, app: TaskkitApp | None = None) -> int:
+def purge_queue(queue: str, *, undeclared: bool = False, app: TaskkitApp | None = None) -> int:
     """Delete every waiting message of `queue` (all priority levels); returns how many.
 
     Goes through kombu's queue_purge. Messages already delivered to workers (running,
-    prefetched or held for an ETA) are not waiting and stay: revoke those.
+    prefetched or held for an ETA) are not waiting and stay: revoke those. `undeclared=True`
+    also purges a queue taskkit.toml does not declare.
     """
     app = app or get_app()
-    check_queue(queue, app=app)
+    check_queue(queue, app=app, undeclared=undeclared)
     check_reachable(app)  # one PING: kombu would retry a dead Redis for the whole connect timeout
     try:
         with app.connection_for_write() as conn:

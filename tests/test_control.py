@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from celery import Celery
 from click.testing import CliRunner
 
 import taskkit
@@ -100,7 +101,7 @@ def test_queue_info_counts_levels_unacked_scheduled_and_consumers(stack, monkeyp
             return original(conn, *args, **kwargs)
 
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-        taskkit.queue_info(consumers=False, app=stack.app)
+        taskkit.queue_info(consumers=False, undeclared=False, app=stack.app)
         assert len(sent) == 1
     finally:
         stack.redis.rpush("depth:go", 1)
@@ -412,3 +413,22 @@ def test_cli_errors_are_one_line(cli, args, code, text):
     out = cli(*args)
     assert out.exit_code == code, out.output
     assert text in out.output and "Traceback" not in out.output
+
+
+def test_undeclared_queues_are_listed_and_reachable_only_on_purpose(stack, cli):
+    plain = Celery(broker=stack.url)  # a plain client with a typo: Celery creates the queue, no taskkit worker reads it
+    for priority in (0, 9, 9):  # (a plain client rounds priorities to its steps 0, 3, 6, 9)
+        plain.send_task("tests.whoami", ["orphan"], queue="reprots", priority=priority)
+    rows = {q.name: q for q in taskkit.queue_info(consumers=False, app=stack.app)}
+    orphan = rows["reprots"]
+    assert (orphan.declared, orphan.waiting, orphan.levels, orphan.priority) == (False, 3, {0: 1, 9: 2}, None)
+    assert all(q.declared for name, q in rows.items() if name != "reprots")
+    with pytest.raises(taskkit.UnknownQueue, match="unknown queue 'reprots'"):
+        taskkit.peek("reprots", app=stack.app)  # only on purpose
+    assert [m.task for m in taskkit.peek("reprots", undeclared=True, app=stack.app)] == ["tests.whoami"] * 3
+    table = cli("queues", "--no-consumers")
+    assert "reprots (undeclared)" in table.output
+    assert cli("purge", "reprots", "--yes").exit_code == 1
+    out = cli("purge", "reprots", "--yes", "--undeclared")
+    assert out.exit_code == 0 and "purged 3 message(s) from reprots" in out.output
+    assert "reprots" not in {q.name for q in taskkit.queue_info(consumers=False, app=stack.app)}  # empty: no longer listed
