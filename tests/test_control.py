@@ -262,6 +262,8 @@ def test_pool_grow_and_shrink_show_in_stats(stack):
     def row():
         return taskkit.workers(destination=[W2], app=stack.app)["replies"][W2]
 
+    # shrink only removes idle processes: wait out tasks earlier tests left with W2 (rate-limited ones)
+    wait_until(lambda: (r := row())["active"] == 0 and r["reserved"] == 0, 30, "W2 to be idle")
     before = row()
     out = taskkit.pool_grow(2, destination=[W2], app=stack.app)
     assert out["replies"] == {W2: {"ok": "pool will grow"}}
