@@ -89,18 +89,19 @@ def _pings(client: redis.Redis) -> bool:
 class Stack:
     """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers and beats."""
 
-    def __init__(self, port: int, directory: Path, config: str) -> None:
+    def __init__(self, port: int, directory: Path, config: str, *, password: str | None = None) -> None:
         self.db = next(_db_numbers)
         assert self.db < REDIS_DATABASES
         self.url = f"redis://127.0.0.1:{port}/{self.db}"
         self.dir = directory
         self.config_path = directory / "taskkit.toml"
         self.config_path.write_text(f'imports = ["tests.tasks"]\n{config}')
-        # the URL comes from the environment, as a deploy's env file would give it
-        self.env = {**os.environ, "TASKKIT_CONFIG": str(self.config_path), "TASKKIT_BROKER_URL": self.url, "PYTHONPATH": str(ROOT)}
-        self.settings = load_settings(self.config_path, env={"TASKKIT_BROKER_URL": self.url})
+        # the URL (and a password) come from the environment, as a deploy's env file gives them
+        given = {"TASKKIT_BROKER_URL": self.url, **({"TASKKIT_BROKER_PASSWORD": password} if password else {})}
+        self.env = {**os.environ, "TASKKIT_CONFIG": str(self.config_path), "PYTHONPATH": str(ROOT), **given}
+        self.settings = load_settings(self.config_path, env=given)
         self.app = taskkit.create_app(self.settings)
-        self.redis = redis.Redis.from_url(self.url)
+        self.redis = redis.Redis.from_url(self.url, password=password)
         self.workers: list[subprocess.Popen] = []
         self.beats: list[subprocess.Popen] = []
 
