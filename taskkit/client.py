@@ -22,16 +22,19 @@ def submit(
     priority: int | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    expires: float | datetime | None = None,
     headers: dict[str, Any] | None = None,
     task_id: str | None = None,
     app: TaskkitApp | None = None,
 ) -> AsyncResult:
     """Queue task `name`. Everything is checked first; on any error nothing is queued.
 
+    `expires`: seconds from now, or an aware datetime, after which a worker drops it unrun.
+
     Raises UnknownTask, InvalidArguments, UnknownQueue, InvalidOption or BrokerUnavailable.
     """
     app = app or get_app()
-    given = (("queue", queue), ("priority", priority), ("countdown", countdown), ("eta", eta), ("headers", headers))
+    given = (("queue", queue), ("priority", priority), ("countdown", countdown), ("eta", eta), ("expires", expires), ("headers", headers))
     options = {k: v for k, v in given if v is not None}
     return app.task_named(name).apply_async(args=list(args), kwargs=kwargs or {}, task_id=task_id, **options)
 

@@ -193,14 +193,22 @@ class TaskkitTask(Task):
             )
 
     def _check_delay(self, options: dict[str, Any]) -> None:
-        """A delay past the visibility timeout would make Redis hand the message out twice."""
+        """A delay past the visibility timeout would make Redis hand the message out twice; expires must be a time."""
+        expires = options.get("expires")
+        if expires is not None and not isinstance(expires, datetime):
+            refuse("expires", expires, SECONDS)  # seconds from now, or an aware datetime
         countdown, eta = options.get("countdown"), options.get("eta")
         if countdown is None and eta is None:
             return
         vt = self.app.settings.broker.visibility_timeout
         if eta is not None:
             if isinstance(eta, str):
-                eta = datetime.fromisoformat(eta)
+                try:
+                    eta = datetime.fromisoformat(eta)
+                except ValueError:
+                    raise InvalidOption("eta", eta, "an ISO time with its offset, such as 2030-10-01T09:00:00+02:00") from None
+            if not isinstance(eta, datetime):
+                raise InvalidOption("eta", eta, "a datetime (aware) or an ISO time with its offset")
             if eta.tzinfo is None:
                 raise InvalidOption("eta", eta.isoformat(), "a naive time is ambiguous; give a time zone")
             name, delay = "eta", (eta - datetime.now(UTC)).total_seconds()

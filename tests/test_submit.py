@@ -79,6 +79,11 @@ def test_explain_names_the_deciding_rule(make_stack):
         (dict(name="tests.add", args=[1, 2], priority=10), taskkit.InvalidOption, "0-9"),
         (dict(name="tests.add", args=[1, 2], countdown=1201), taskkit.InvalidOption, "visibility_timeout"),
         (dict(name="tests.add", args=[1, 2], countdown=-5), taskkit.InvalidOption, "countdown=-5: expected a number of seconds"),
+        (dict(name="tests.add", args=[1, 2], countdown="soon"), taskkit.InvalidOption, "countdown='soon'"),
+        (dict(name="tests.add", args=[1, 2], eta="tomorrow"), taskkit.InvalidOption, "eta='tomorrow': an ISO time"),
+        (dict(name="tests.add", args=[1, 2], eta=17), taskkit.InvalidOption, "eta=17: a datetime"),
+        (dict(name="tests.add", args=[1, 2], expires=-1), taskkit.InvalidOption, "expires=-1: expected a number of seconds"),
+        (dict(name="tests.add", args=[1, 2], expires="later"), taskkit.InvalidOption, "expires='later'"),
         (dict(name="tests.add", args=[1, 2], eta=datetime.now(UTC) + timedelta(hours=1)), taskkit.InvalidOption, "visibility_timeout"),
         (dict(name="tests.add", args=[1, 2], eta=datetime.now() + timedelta(minutes=1)), taskkit.InvalidOption, "naive"),
     ],
@@ -174,3 +179,12 @@ def test_a_message_over_the_size_limit_is_refused_before_anything_is_queued(make
         taskkit.add_schedule("big", "tests.says", every="1h", args=[big], app=stack.app)
     assert snapshot(stack.redis) == before  # nothing queued, nothing stored
     assert taskkit.submit("tests.says", args=["x" * 900_000], app=stack.app).id  # under the limit: queued
+
+
+def test_an_expired_message_is_dropped_unrun(make_stack):
+    stack = make_stack()
+    res = taskkit.submit("tests.record", args=["expired", 1], expires=0.5, app=stack.app)
+    time.sleep(1.0)
+    stack.start_worker("late", concurrency=1)
+    assert taskkit.wait(res.id, timeout=15, app=stack.app)["state"] == "REVOKED"
+    assert stack.redis.llen("expired") == 0  # it never ran
