@@ -72,14 +72,15 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         ],
     )
     client = redis.Redis(port=port)
-    wait_until(lambda: _pings(client), 10, "redis-server")
+    wait_until(lambda: pings(client), 10, "redis-server")
     yield port
     gc.collect()  # results still referenced unsubscribe now, while Redis is up (else noise at exit)
     proc.terminate()
     proc.wait(10)
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
+    """True once Redis answers a PING (for waiting on a redis-server the test started)."""
     try:
         return bool(client.ping())
     except redis.ConnectionError:

@@ -30,7 +30,7 @@ from taskkit.keys import redbeat_keys
 from taskkit.schedule_spec import ZonedCrontab
 from taskkit.schedule_store import next_after
 
-from .conftest import Stack, _pings, free_port, wait_until
+from .conftest import Stack, free_port, pings, wait_until
 
 FAST_BEAT = """
 [beat]
@@ -407,7 +407,7 @@ def aof_redis(tmp_path):
     def start() -> None:
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
         client = redis.Redis(port=port)
-        wait_until(lambda: _pings(client), 10, "redis-server")
+        wait_until(lambda: pings(client), 10, "redis-server")
 
     start()
     yield port, start, procs

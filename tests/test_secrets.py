@@ -16,7 +16,7 @@ import taskkit
 from taskkit.cli import main
 from taskkit.config import load_settings
 
-from .conftest import REDIS_DATABASES, Stack, free_port, wait_until
+from .conftest import REDIS_DATABASES, Stack, free_port, pings, wait_until
 
 SECRET = "hunter2-Zq9"
 
@@ -31,17 +31,10 @@ def locked_redis(tmp_path_factory):
                              "--databases", str(REDIS_DATABASES)],
                             stdout=subprocess.DEVNULL)  # fmt: skip
     client = redis.Redis(port=port, password=SECRET)
-    wait_until(lambda: _pings(client), 10, "the locked redis-server")
+    wait_until(lambda: pings(client), 10, "the locked redis-server")
     yield port
     proc.terminate()
     proc.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 PATHS = {  # every way a password reaches taskkit's settings
