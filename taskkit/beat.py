@@ -4,7 +4,8 @@
 the due entries in two pipelines and advances all of them with one fenced script: each write
 checks the lock token and that the entry is unchanged since it was read. A run is recorded
 before it is sent, so a beat killed in between loses that one run instead of a standby
-sending it a second time. Schedules themselves (the API, their stored form) live in
+sending it a second time; a warm stop (SIGTERM, SIGINT) waits for the batch it interrupts to
+be sent, so it loses none. Schedules themselves (the API, their stored form) live in
 `taskkit.schedules`.
 """
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,16 +176,17 @@ class Scheduler(RedBeatScheduler):
                     log.exception("beat: cannot read schedule %s; unscheduling it (`taskkit schedules show` it)", key)
             plan += [definition or "", meta or "", new_meta, new_score]
             entries.append(entry)
-        done = self._reserve(
-            keys=[self.lock_key, self.keys.schedule, *(key for key, _ in due)], args=[self.lock.local.token, self._ttl_ms, *plan]
-        )
-        if done is None:
-            self._stand_by()
-            return now + self.max_interval
-        for i in done:
-            entry = entries[i - 1]
-            if entry is not None:
-                self.apply_entry(entry, producer=self.producer)  # Celery's: logs, sends, logs a failure
+        with _stops_held():  # recorded runs are sent before a warm stop takes effect
+            done = self._reserve(
+                keys=[self.lock_key, self.keys.schedule, *(key for key, _ in due)], args=[self.lock.local.token, self._ttl_ms, *plan]
+            )
+            if done is None:
+                self._stand_by()
+                return now + self.max_interval
+            for i in done:
+                entry = entries[i - 1]
+                if entry is not None:
+                    self.apply_entry(entry, producer=self.producer)  # Celery's: logs, sends, logs a failure
         scores = [plan[(i - 1) * 4 + 3] for i in done]
         return min((s for s in scores if s >= 0), default=now + self.max_interval)
 
@@ -244,6 +249,26 @@ class Scheduler(RedBeatScheduler):
             len(removed),
             len(wanted) - len(changed),
         )
+
+
+@contextmanager
+def _stops_held() -> Iterator[None]:
+    """Delay SIGTERM and SIGINT until the block ends.
+
+    Celery's beat handles both by raising SystemExit wherever the main thread is; between
+    recording a run and sending it, that would lose the run. A signal that arrives meanwhile
+    stays pending and takes effect on leaving the block. Off the main thread (beat embedded
+    in a worker) signals go to the main thread anyway, so nothing is held.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _options(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,17 @@ REDIS_DATABASES = 256
 _db_numbers = itertools.count(1)  # 0 is left alone
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long-faults", action="store_true", help="run the fault suite's full loops (CI runs short ones)")
+
+
+@pytest.fixture(scope="session")
+def repetitions(request: pytest.FixtureRequest) -> Any:
+    """repetitions(short, long) → how many times a fault loop runs: long with --long-faults."""
+    full = request.config.getoption("--long-faults")
+    return lambda short, long: long if full else short
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
