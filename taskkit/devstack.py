@@ -3,7 +3,9 @@
 Each process runs in its own session (process group), so `down` can stop it and every
 process it forked, and Ctrl-C in the terminal reaches only `taskkit dev up`, which then
 stops the stack in order. A state file records each process with its start time, so a
-reused PID is never mistaken for ours.
+reused PID is never mistaken for ours. A supervisor process restarts Redis, the worker or
+beat when one dies (with backoff, as systemd's `Restart=` does on the fleet) and counts the
+restarts in the state file.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from .config import DEV_PASSWORD_FILE, Settings, dev_password, load_settings
 from .errors import DevStackError
 
 START_TIMEOUT = 30.0  # seconds for Redis and the worker to answer
+LOCK_WAIT = 5.0  # seconds a command waits for another one (or the supervisor) to finish with the directory
+RESTART_DELAY = 1.0  # first delay before a died process is started again; doubles per quick death
+RESTART_DELAY_MAX = 30.0
+STABLE_AFTER = 30.0  # a process that ran this long before dying starts over at RESTART_DELAY
 STOP_TIMEOUT = 15.0  # seconds for a warm shutdown before SIGKILL
 WORKER_NAME = "dev@%h"
 INSTALL_HINT = "install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
@@ -42,6 +48,7 @@ class Proc:
     pid: int
     started: int  # /proc start time in clock ticks: identifies the process beyond its PID
     log: str
+    restarts: int = 0  # times the supervisor started it again
 
     def alive(self) -> bool:
         return _start_time(self.pid) == self.started
@@ -80,10 +87,15 @@ class DevStack:
     def _lock(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DevStackError(f"another `taskkit dev` command is busy with {self.dir}; wait for it") from None
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise DevStackError(f"another `taskkit dev` command is busy with {self.dir}; wait for it") from None
+                    time.sleep(0.05)
             yield
 
     # ------------------------------------------------------------ up
@@ -96,8 +108,7 @@ class DevStack:
                     f"a dev stack is already running from {self.dir} ({state.url}); "
                     "see `taskkit dev status`, stop it with `taskkit dev down`"
                 )
-            server = shutil.which("redis-server")
-            if not server:
+            if not shutil.which("redis-server"):
                 raise DevStackError(f"redis-server is not on PATH; {INSTALL_HINT}")
             if _port_in_use(self.port):
                 raise DevStackError(f"port {self.port} on 127.0.0.1 is in use; pick another with --port or [dev] port")
@@ -105,20 +116,14 @@ class DevStack:
             (self.dir / "logs").mkdir(exist_ok=True)
             state = StackState(str(self.dir), self.port, self.url)
             try:
-                state.procs.append(self._spawn("redis", [server, *self._redis_args()]))
+                state.procs.append(self._spawn("redis"))
                 self._save(state)
                 self._wait_for_redis(state)
-                state.procs.append(
-                    self._spawn(
-                        "worker",
-                        self._celery(
-                            "worker", "-Q", ",".join(self.settings.queues), "-n", WORKER_NAME, "-c", str(self.settings.dev.concurrency)
-                        ),
-                    )
-                )
-                state.procs.append(self._spawn("beat", self._celery("beat")))
+                state.procs += [self._spawn("worker"), self._spawn("beat")]
                 self._save(state)
                 self._wait_for_worker(state)
+                state.procs.append(self._spawn("supervisor"))  # last: a failed start is reported, not retried
+                self._save(state)
             except BaseException:
                 self._stop(state)
                 raise
@@ -140,6 +145,16 @@ class DevStack:
         with os.fdopen(fd, "w") as fh:
             fh.write(f'requirepass "{self._password()}"\n')
         return str(path)
+
+    def _argv(self, name: str) -> list[str]:
+        if name == "redis":
+            return [shutil.which("redis-server") or "redis-server", *self._redis_args()]
+        if name == "worker":
+            s = self.settings
+            return self._celery("worker", "-Q", ",".join(s.queues), "-n", WORKER_NAME, "-c", str(s.dev.concurrency))
+        if name == "beat":
+            return self._celery("beat")
+        return [sys.executable, "-m", "taskkit.devstack", str(self.dir), str(self.port)]  # the supervisor
 
     def _redis_args(self) -> list[str]:
         return [
@@ -181,11 +196,13 @@ class DevStack:
             env["TASKKIT_CONFIG"] = os.path.abspath(self.settings.source)
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, restarts: int = 0) -> Proc:
         # stdout/stderr go to the log too: a crash before logging is set up must be visible
         with open(self._log(name) + ".out", "ab") as out:
-            p = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        return Proc(name, p.pid, _start_time(p.pid) or 0, self._log(name))
+            p = subprocess.Popen(
+                self._argv(name), env=self._env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        return Proc(name, p.pid, _start_time(p.pid) or 0, self._log(name), restarts)
 
     def _save(self, state: StackState) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -223,7 +240,7 @@ class DevStack:
         state = self.state()
         if state is None:
             return {"running": False, "dir": str(self.dir)}
-        procs = {p.name: {"pid": p.pid, "alive": p.alive(), "log": p.log} for p in state.procs}
+        procs = {p.name: {"pid": p.pid, "alive": p.alive(), "restarts": p.restarts, "log": p.log} for p in state.procs}
         try:
             self._client(state.url).ping()
             redis_ok = True
@@ -248,10 +265,12 @@ class DevStack:
             return stopped
 
     def _stop(self, state: StackState) -> None:
-        # Worker and beat first (warm shutdown: running tasks finish or are requeued), Redis last.
-        # Only processes verified as ours (PID and start time) are signalled.
+        # The supervisor first (it would start the others again), then worker and beat (warm
+        # shutdown: running tasks finish or are requeued), Redis last. Only processes verified
+        # as ours (PID and start time) are signalled.
         ours = [p for p in state.procs if p.alive()]
-        for group in ([p for p in ours if p.name != "redis"], [p for p in ours if p.name == "redis"]):
+        order = ("supervisor",), ("worker", "beat"), ("redis",)
+        for group in ([p for p in ours if p.name in names] for names in order):
             for p in group:
                 _signal(p.pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
@@ -262,18 +281,80 @@ class DevStack:
                     _signal(pid, signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
 
-    def wait(self) -> Proc | None:
-        """Block while the stack runs; returns the first process that died, if any."""
-        state = self.state()
-        while state:
+    def watch(self, poll: float = 0.5) -> Iterator[Proc]:
+        """Yield each process the supervisor started again; end when the stack is down or unsupervised."""
+        seen: dict[str, int] = {}
+        while (state := self.state()) is not None:
+            procs = {p.name: p for p in state.procs}
+            if "supervisor" in procs and not procs["supervisor"].alive():
+                yield procs["supervisor"]
+                return
+            for p in procs.values():
+                if p.restarts > seen.setdefault(p.name, p.restarts):
+                    seen[p.name] = p.restarts
+                    yield p
+            _reap()
+            time.sleep(poll)
+
+    # ------------------------------------------------------------ supervise
+
+    def supervise(self, poll: float = 0.5) -> None:
+        """Start Redis, the worker or beat again when one dies; run until the stack is down.
+
+        The delay before a restart doubles from RESTART_DELAY to RESTART_DELAY_MAX while a
+        process keeps dying within STABLE_AFTER of its start, as systemd's restart limits do.
+        """
+        began = {name: time.monotonic() for name in ("redis", "worker", "beat")}
+        quick: dict[str, int] = {}
+        due: dict[str, float] = {}
+        while (state := self.state()) is not None:
+            now = time.monotonic()
             for p in state.procs:
-                if not p.alive():
-                    return p
-            time.sleep(0.5)
-        return None
+                if p.name == "supervisor" or p.alive():
+                    continue
+                if p.name not in due:
+                    quick[p.name] = quick.get(p.name, 0) + 1 if now - began[p.name] < STABLE_AFTER else 1
+                    due[p.name] = now + min(RESTART_DELAY_MAX, RESTART_DELAY * 2 ** (quick[p.name] - 1))
+                    _say(f"{p.name} (pid {p.pid}) exited; starting it again in {due[p.name] - now:g}s (see {p.log})")
+                elif now >= due[p.name] and self._restart(p.name):
+                    del due[p.name]
+                    began[p.name] = time.monotonic()
+            _reap()
+            time.sleep(poll)
+
+    def _restart(self, name: str) -> bool:
+        try:
+            with self._lock():
+                state = self.state()
+                if state is None:  # `down` ran meanwhile
+                    return False
+                i, old = next((i, p) for i, p in enumerate(state.procs) if p.name == name)
+                if old.alive():
+                    return True
+                for pid in _group_members(old.pid):  # what it left behind (a worker's pool children)
+                    _signal(pid, signal.SIGKILL)
+                state.procs[i] = new = self._spawn(name, old.restarts + 1)
+                self._save(state)
+        except DevStackError:  # another command holds the directory: next round
+            return False
+        _say(f"{name} started again (pid {new.pid}, restart {new.restarts})")
+        return True
 
 
 # ------------------------------------------------------------ /proc helpers
+
+
+def _reap() -> None:
+    """Collect children that exited (restarted processes are this process's children)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _say(line: str) -> None:
+    print(time.strftime("%Y-%m-%d %H:%M:%S"), line, flush=True)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -310,3 +391,16 @@ def _signal(pid: int, sig: int) -> None:
 def _port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _supervise_main(argv: list[str]) -> None:
+    """`python -m taskkit.devstack DIR PORT`: the stack's supervisor (`up` starts it)."""
+    directory, port = argv
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stack = DevStack(load_settings(), port=int(port), directory=directory)
+    sys.stdout = open(stack._log("supervisor"), "a", buffering=1)  # open for the process's life
+    stack.supervise()
+
+
+if __name__ == "__main__":
+    _supervise_main(sys.argv[1:])

@@ -34,8 +34,8 @@ def test_up_status_second_up_refused_down_leaves_nothing(tmp_path, monkeypatch):
     up = dev(runner, directory, port, "up", "--detach")
     assert up.exit_code == 0, up.output
     state = json.loads((directory / "stack.json").read_text())
-    assert [p["name"] for p in state["procs"]] == ["redis", "worker", "beat"]
-    assert len(leftovers(state)) >= 4  # redis, worker + its pool, beat
+    assert [p["name"] for p in state["procs"]] == ["redis", "worker", "beat", "supervisor"]
+    assert len(leftovers(state)) >= 5  # redis, worker + its pool, beat, supervisor
 
     status = dev(runner, directory, port, "status", "--json")
     info = json.loads(status.output)
@@ -79,7 +79,7 @@ def test_ctrl_c_stops_everything(tmp_path):
     )
     try:
         state_file = directory / "stack.json"
-        wait_until(lambda: state_file.exists() and len(json.loads(state_file.read_text())["procs"]) == 3, 30, "stack to start")
+        wait_until(lambda: state_file.exists() and len(json.loads(state_file.read_text())["procs"]) == 4, 30, "stack to start")
         state = json.loads(state_file.read_text())
         wait_until(lambda: "Press Ctrl-C" in (proc.stdout.readline() or ""), 30, "stack to be ready", interval=0)
         proc.send_signal(signal.SIGINT)
@@ -98,3 +98,34 @@ def test_missing_redis_server_says_how_to_install(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["dev", "up", "--dir", str(tmp_path / "dev"), "--port", str(free_port())])
     assert result.exit_code == 1
     assert "redis-server is not on PATH" in result.output and "apt-get install redis-server" in result.output
+
+
+def test_a_dead_worker_beat_or_redis_is_started_again_with_backoff(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner, directory, port = CliRunner(), tmp_path / "dev", free_port()
+    assert dev(runner, directory, port, "up", "--detach").exit_code == 0
+    env = {"TASKKIT_DEV_DIR": str(directory), "TASKKIT_DEV_PORT": str(port)}
+    try:
+
+        def procs() -> dict:
+            return json.loads(dev(runner, directory, port, "status", "--json").output)["processes"]
+
+        killed = []
+        for name, expected in (("worker", 1), ("beat", 1), ("redis", 1), ("worker", 2)):
+            killed.append(procs()[name]["pid"])
+            os.kill(killed[-1], signal.SIGKILL)
+            wait_until(
+                lambda name=name, n=expected: procs()[name]["restarts"] == n and procs()[name]["alive"], 30, f"{name} restart {expected}"
+            )
+        shown = dev(runner, directory, port, "status").output
+        assert "restarts" in shown.splitlines()[1]
+        log = (directory / "logs" / "supervisor.log").read_text()
+        assert "worker (pid" in log and "starting it again in 1s" in log
+        assert "starting it again in 2s" in log  # the worker died twice within STABLE_AFTER: the delay doubled
+        sent = runner.invoke(main, ["submit", "taskkit.ops.health", "--wait", "--json"], env=env)
+        assert sent.exit_code == 0 and json.loads(sent.output)["state"] == "SUCCESS", sent.output
+        assert [pid for group in killed for pid in _group_members(group)] == []  # no orphaned pool children
+    finally:
+        state = json.loads((directory / "stack.json").read_text())
+        dev(runner, directory, port, "down")
+    assert leftovers(state) == []

@@ -26,9 +26,9 @@ def stack_options(f: Any) -> Any:
 def _describe(status: dict[str, Any]) -> str:
     if not status["running"]:
         return f"dev stack: not running ({status['dir']})"
-    rows = [(name, p["pid"], "running" if p["alive"] else "DEAD", p["log"]) for name, p in status["processes"].items()]
+    rows = [(name, p["pid"], "running" if p["alive"] else "DEAD", p["restarts"], p["log"]) for name, p in status["processes"].items()]
     answers = "answers" if status["redis_answers"] else "does NOT answer"
-    return f"dev stack: {status['url']} ({answers})\n" + table(rows, ["process", "pid", "state", "log"])
+    return f"dev stack: {status['url']} ({answers})\n" + table(rows, ["process", "pid", "state", "restarts", "log"])
 
 
 @dev.command("up")
@@ -36,7 +36,7 @@ def _describe(status: dict[str, Any]) -> str:
 @click.option("--detach", is_flag=True, help="Return once the stack is up instead of waiting for Ctrl-C.")
 @pass_cli
 def up(cli: CliContext, port: int | None, directory: str | None, detach: bool) -> None:
-    """Start redis-server, a worker on every queue, and beat."""
+    """Start redis-server, a worker on every queue, and beat (restarted if one dies)."""
     stack = DevStack(cli.settings, port=port, directory=directory)
     stack.up()
     click.echo(_describe(stack.status()))
@@ -55,17 +55,20 @@ def up(cli: CliContext, port: int | None, directory: str | None, detach: bool) -
     # Ctrl-C and `kill` both stop the stack (a shell may start us with SIGINT ignored).
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    dead = None
+    unsupervised = False
     try:
-        dead = stack.wait()
-        if dead:
-            click.echo(f"{dead.name} exited; stopping the stack (see {dead.log})", err=True)
+        for p in stack.watch():
+            if p.name == "supervisor":
+                unsupervised = True
+                click.echo(f"the supervisor exited; stopping the stack (see {p.log}.out)", err=True)
+            else:
+                click.echo(f"{p.name} died and was started again (restart {p.restarts}; see {p.log})", err=True)
     except KeyboardInterrupt:
         pass
     finally:
         stack.down()
         click.echo("dev stack stopped")
-    if dead:
+    if unsupervised:
         sys.exit(1)
 
 
