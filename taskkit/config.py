@@ -35,6 +35,7 @@ OTHER_ENV_PREFIXES = ("TASKKIT_TESTBED_",)  # the deploy tests' testbed
 # Workers read priority levels before queues, so these also order work across queues.
 BUILTIN_QUEUES = {"critical": 0, "high": 3, "default": 5, "low": 8}
 DEFAULT_DEV_PORT = 6390  # not 6379: leave a system Redis on a laptop alone
+MIN_LEASE = 2.0  # seconds; shorter, and a briefly busy worker could lose the messages it holds (taskkit.leases)
 
 
 def setting(default: Any, kind: Kind) -> Any:
@@ -52,6 +53,9 @@ class BrokerSettings:
     # Seconds before Redis hands an unacknowledged message to another worker. Must exceed
     # the longest task time limit and any countdown, or a task runs twice.
     visibility_timeout: float = setting(3600.0, DURATION)
+    # Seconds a message's holder may go without renewing it before another worker puts it
+    # back in its queue (taskkit.leases); 0 leaves that to visibility_timeout alone.
+    lease: float = setting(10.0, DURATION)
     result_expires: float = setting(86400.0, DURATION)  # seconds results stay in Redis
 
     def __repr__(self) -> str:  # never show a password
@@ -400,6 +404,10 @@ def _check_beat(s: Settings) -> None:
 def _check_limits(s: Settings) -> None:
     """Cross-field rules that keep at-least-once delivery from turning into double runs."""
     vt = s.broker.visibility_timeout
+    if s.broker.lease and not MIN_LEASE <= s.broker.lease < vt:
+        raise ConfigError(
+            "broker.lease", s.broker.lease, f"0 (off) or {MIN_LEASE:g}s up to broker.visibility_timeout ({vt:g}s)", source=s.source
+        )
     if s.limits.soft_time_limit > s.limits.time_limit:
         raise ConfigError(
             "limits.soft_time_limit", s.limits.soft_time_limit, f"at most limits.time_limit ({s.limits.time_limit:g}s)", source=s.source

@@ -17,9 +17,10 @@ import pandas as pd
 import redis
 
 from .app import TaskkitApp, get_app
-from .broker import redis_client
+from .broker import read, redis_client
 from .capture.rows import FIELDS, SEP, TEXTS, VERSION
 from .kinds import Since, epoch
+from .leases import seen_read
 
 PAGE = 50_000  # stream entries per XRANGE
 TERMINAL = {"succeeded": "SUCCESS", "failed": "FAILURE", "revoked": "REVOKED", "rejected": "REJECTED"}
@@ -131,7 +132,13 @@ def runs(
     it is (only some events carry them, so they filter runs, not events). Queue wait is
     first start minus first send (or first receive, for plain Celery clients); runtime is the
     end of the run minus the start of its last attempt.
+
+    A run left RECEIVED or STARTED by a worker that is gone is LOST, with `lost_at`: the
+    worker stopped renewing its leases longer than `broker.lease` ago (that time), or started
+    again under the same name after the run's last event (that start). Its message goes back
+    to the queue (taskkit.leases), and the events of the next attempt join the same run.
     """
+    app = app or get_app()
     ev = events(app=app, **filters)
     event, ts = ev["event"].astype(str), ev["ts"]
     ev = ev.assign(
@@ -158,8 +165,9 @@ def runs(
         exc_type=("exc_type", "last"),
         exc_message=("exc_message", "last"),
         rerun_of=("rerun_of", "first"),
+        last_at=("ts", "max"),
     )
-    out["state"] = out["state"].map(STATES).astype("category")
+    out["state"], out["lost_at"] = _lost(out["state"].map(STATES), out.pop("last_at"), out["worker"], app)
     queued = out["sent_at"].fillna(out["received_at"])
     out["queue_wait"] = (out.pop("first_start") - queued).dt.total_seconds()
     out["runtime"] = (out["finished_at"] - out["started_at"]).dt.total_seconds()
@@ -168,3 +176,19 @@ def runs(
         if value is not None:
             out = out[out[col] == value]
     return out.sort_values("sent_at", na_position="last").reset_index()
+
+
+def _lost(state: pd.Series, last_at: pd.Series, worker: pd.Series, app: TaskkitApp) -> tuple[pd.Series, pd.Series]:
+    """States with LOST for open runs whose worker is gone, and when it went (NaT for the rest)."""
+    lost_at = pd.Series(pd.NaT, index=state.index, dtype="datetime64[ns, UTC]")
+    open_runs = state.isin(["RECEIVED", "STARTED"])
+    if app.settings.broker.lease and open_runs.any():
+        seen = read(app, seen_read(app))[0]
+        names = worker[open_runs].astype(str)
+        last_seen = pd.to_datetime(names.map(lambda n: seen.get(n, (None, None))[0]), unit="s", utc=True)
+        born = pd.to_datetime(names.map(lambda n: seen.get(n, (None, None))[1]), unit="s", utc=True)
+        stale = last_seen < pd.Timestamp(time.time() - app.settings.broker.lease, unit="s", tz="UTC")
+        reborn = born > last_at[open_runs]
+        lost_at[open_runs] = last_seen.where(stale, born.where(reborn))
+        state = state.mask(lost_at.notna(), "LOST")
+    return state.astype("category"), lost_at

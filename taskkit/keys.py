@@ -92,6 +92,14 @@ class Keys:
         """The recorders' counters summed over every process: written, failed, dropped (a hash)."""
         return self.own("recorder")
 
+    def workers_seen(self) -> str:
+        """Workers by the time they last renewed their leases (a sorted set, UNIX seconds)."""
+        return self.own("workers", "seen")
+
+    def workers_born(self) -> str:
+        """Workers by the time their current run started (a sorted set): a restart under the same name shows here."""
+        return self.own("workers", "born")
+
     def deadletter(self, task_id: str) -> str:
         """One dead letter: the failed message, its error and its replay state (a hash)."""
         return self.own("dlq", "entry", task_id)

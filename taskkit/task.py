@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import os
 import random
 import time
 from contextvars import ContextVar
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ClassVar
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.dispatch import Signal
 from celery.utils.imports import symbol_by_name
@@ -86,6 +87,10 @@ def resolve_exceptions(names: tuple[str, ...]) -> tuple[type[BaseException], ...
 
 class TaskkitTask(Task):
     typing = False  # arguments are checked here, once, with a clear error (check_call)
+    # Celery stores STARTED before the task's try block, so a Redis blip at that moment ends
+    # the run as failed without running it (and acks it). before_start stores it instead,
+    # best effort, when task_track_started is on.
+    track_started = False
     retry_on: tuple[str | type[BaseException], ...] | None = None  # None: route rule or [retry]
     taskkit_declared: ClassVar[dict[str, Any]] = {}
 
@@ -115,6 +120,16 @@ class TaskkitTask(Task):
                 raise self.retry(exc=exc, countdown=backoff_delay(policy, self.request.retries)) from None
 
         self.run = run_with_retry
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        if not self.app.conf.task_track_started or self.ignore_result or self.request.ignore_result:
+            return
+        try:
+            self.backend.store_result(
+                task_id, {"pid": os.getpid(), "hostname": self.request.hostname}, states.STARTED, request=self.request
+            )
+        except REDIS_ERRORS:  # only a status: the task runs anyway, and its outcome is stored as usual
+            pass
 
     # ------------------------------------------------------------ policy
 

@@ -6,13 +6,20 @@ counts the README quotes).
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import signal
+import subprocess
+import threading
 import time
+
+import pandas as pd
+import redis
 
 import taskkit
 
-from .conftest import Stack, wait_until
+from .conftest import Stack, free_port, pings, wait_until
 
 FAST_BEAT = """
 [beat]
@@ -47,3 +54,97 @@ def test_a_warm_beat_stop_loses_no_run(make_stack, repetitions):
     total = recorded()
     assert total > reps * 40
     assert _sent(stack, "default") == total
+
+
+def test_a_killed_workers_run_shows_lost_then_joins_its_redelivery(make_stack):
+    stack = make_stack("[broker]\nlease = 3\n")
+    doomed = stack.start_worker("doomed", concurrency=1)
+    res = taskkit.submit("tests.slow_once", args=["lost", 120], app=stack.app)
+
+    def run() -> dict:
+        rows = taskkit.runs(app=stack.app)
+        rows = rows[rows["id"] == res.id]
+        return rows.iloc[0].to_dict() if len(rows) else {}
+
+    wait_until(lambda: run().get("state") == "STARTED", 15, "the STARTED event in the history")
+    time.sleep(1)  # a lease renewal or two: the worker is seen alive
+    killed_at = time.time()
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(5)
+    lost = wait_until(lambda: run().get("state") == "LOST" and run(), 10, "the run to show LOST")
+    assert lost["worker"].startswith("doomed@")
+    assert killed_at - 3 / 5 - 1 <= lost["lost_at"].timestamp() <= killed_at  # its last renewal
+
+    stack.start_worker("rescuer", concurrency=1)
+    assert res.get(timeout=20).startswith("rescuer@")
+    done = wait_until(lambda: run().get("state") == "SUCCESS" and run(), 10, "the redelivered run's events")
+    assert done["attempts"] == 2 and done["worker"].startswith("rescuer@") and done["lost_at"] is pd.NaT
+
+
+def test_workers_survive_redis_restarts_and_every_acknowledged_task_runs(tmp_path, redis_port, repetitions):
+    """Redis SIGKILLed and restarted (AOF, everysec) while 4 producers submit: workers reconnect alone."""
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+    argv = [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--databases", "256"]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data), "--logfile", str(data / "redis.log")]
+    server = subprocess.Popen(argv)
+    ping = redis.Redis(port=port)
+    wait_until(lambda: pings(ping), 10, "redis-server")
+    stack = Stack(port, tmp_path, "[broker]\nlease = 3\ntimeout = 1\n")
+    notes = redis.Redis(port=redis_port)  # the tasks note their runs in the session's Redis, which stays up
+    key = f"flow:{port}"
+    stack.env["TESTS_NOTES_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    workers = [stack.start_worker(f"w{i}") for i in range(2)]
+    acked: list[int] = []
+    ids: dict[int, str] = {}
+    refused: dict[str, int] = {}
+    stop = threading.Event()
+
+    def produce(offset: int) -> None:
+        n = offset
+        while not stop.is_set():
+            try:
+                ids[n] = taskkit.submit("tests.note", args=[key, n], app=stack.app).id
+                acked.append(n)
+            except Exception as exc:  # Redis is down: BrokerUnavailable, one line, nothing queued
+                refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
+                time.sleep(0.1)
+            n += 4
+            time.sleep(0.005)
+
+    producers = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(4)]
+    try:
+        for t in producers:
+            t.start()
+        for _ in range(repetitions(3, 20)):
+            time.sleep(1.5)
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            time.sleep(1)
+            server = subprocess.Popen(argv)
+            wait_until(lambda: pings(ping), 10, "redis-server back")
+        time.sleep(1.5)
+        stop.set()
+        for t in producers:
+            t.join(10)
+        assert len(acked) > 100 and set(refused) == {"BrokerUnavailable"}, refused  # work flowed; submits met Redis down
+        wanted = {str(n) for n in acked}
+
+        def missing() -> set[str]:
+            return wanted - {x.decode() for x in notes.lrange(key, 0, -1)}
+
+        try:
+            wait_until(lambda: not missing(), 60, "every acknowledged task to run")
+        except AssertionError:
+            left = sorted(missing())
+            events = taskkit.events(app=stack.app)
+            seen = {n: list(events[events["id"] == ids[int(n)]]["event"].astype(str)) for n in left[:5]}
+            raise AssertionError(f"{len(left)} of {len(wanted)} acknowledged never ran; their events: {seen}") from None
+        print(f"{len(acked)} acknowledged, all ran; {sum(refused.values())} submits refused while Redis was down")
+        assert all(w.poll() is None for w in workers), [w.returncode for w in workers]
+        assert stack.app.control.ping(timeout=2) and len(stack.app.control.ping(timeout=2)) == 2
+    finally:
+        stop.set()
+        stack.stop()
+        server.terminate()
+        server.wait(10)

@@ -9,11 +9,12 @@ import signal
 import time
 
 import pytest
+from celery import Celery
 
 import taskkit
-from taskkit import PROGRESS
+from taskkit import PROGRESS, leases
 
-from .conftest import wait_until
+from .conftest import free_port, wait_until
 
 
 def test_round_trip(shared_stack):
@@ -111,19 +112,6 @@ def test_json_log_format(make_stack):
     assert mine["task_id"] == res.id and mine["task_name"] == "tests.says" and mine["level"] == "WARNING"
 
 
-SHORT_VISIBILITY = """
-[broker]
-visibility_timeout = 4
-[limits]
-time_limit = 3
-soft_time_limit = 3
-[retry]
-backoff_max = 1
-[celery]
-broker_transport_options = { unacked_restore_interval = 1, unacked_restore_throttle = 1 }
-"""
-
-
 def test_pool_child_killed_mid_task_is_requeued_and_runs_again(make_stack):
     stack = make_stack('[broker]\nvisibility_timeout = "2h"\n')
     stack.start_worker("killchild", concurrency=2)
@@ -138,18 +126,35 @@ def test_pool_child_killed_mid_task_is_requeued_and_runs_again(make_stack):
     assert stack.redis.llen("child") == 2
 
 
-def test_whole_worker_killed_task_is_redelivered_to_another_worker(make_stack):
-    stack = make_stack(SHORT_VISIBILITY)
+def test_whole_worker_killed_task_is_redelivered_within_the_lease(make_stack):
+    stack = make_stack()  # broker.lease = 10 s; visibility_timeout = 1 h, which alone would hold it that long
+    lease = stack.settings.broker.lease
     doomed = stack.start_worker("doomed", concurrency=1)
-    res = taskkit.submit("tests.slow_once", args=["whole", 2.5], app=stack.app)
-    wait_until(lambda: stack.redis.llen("whole"), 10, "first attempt on the doomed worker")
+    res = taskkit.submit("tests.slow_once", args=["whole", 120], app=stack.app)
+    assert wait_until(lambda: stack.redis.lindex("whole", 0), 10, "first attempt").startswith(b"doomed@")
+    stack.start_worker("rescuer", concurrency=1)
+    time.sleep(lease / 2)  # it renewed its lease a few times: a live holder keeps its message
+    assert stack.redis.llen("whole") == 1
+    killed_at = time.time()
     os.killpg(doomed.pid, signal.SIGKILL)  # main process and its pool: nothing acks or rejects
     doomed.wait(5)
-    stack.start_worker("rescuer", concurrency=1)
-    assert res.get(timeout=40).startswith("rescuer@")
-    (doomed_host, _, first_at), (rescuer_host, _, second_at) = [x.decode().split() for x in stack.redis.lrange("whole", 0, -1)]
-    assert doomed_host.startswith("doomed@") and rescuer_host.startswith("rescuer@")
-    assert float(second_at) - float(first_at) >= 4 - 0.5  # not before the visibility timeout
+    assert res.get(timeout=lease * 3).startswith("rescuer@")
+    (_, _, first_at), (_, _, second_at) = [x.decode().split() for x in stack.redis.lrange("whole", 0, -1)]
+    took = float(second_at) - killed_at
+    print(f"redelivered {took:.1f}s after the SIGKILL (lease {lease:g}s)")
+    assert lease * (1 - 1 / leases.RENEWALS_PER_LEASE) - 0.5 <= took <= lease * (1 + 2 / leases.RENEWALS_PER_LEASE) + 2
+
+
+def test_a_live_worker_keeps_its_messages_however_long_they_run(make_stack):
+    stack = make_stack("[broker]\nlease = 2\n")  # the shortest lease: a long task outlives it many times
+    stack.start_worker("holder", concurrency=1)
+    res = taskkit.submit("tests.slow_once", args=["held", 9], app=stack.app)
+    wait_until(lambda: stack.redis.llen("held"), 10, "the holder to start it")
+    stack.start_worker("idle", concurrency=1)  # reaps every 0.4 s meanwhile
+    queued = taskkit.submit("tests.record", args=["held-queued", 1], app=stack.app)  # waits behind nothing: idle runs it
+    queued.get(timeout=10)
+    assert res.get(timeout=20).startswith("holder@")
+    assert stack.redis.llen("held") == 1  # never handed to the idle worker
 
 
 def test_pool_processes_are_recycled_after_their_limits_with_no_task_lost(make_stack):
@@ -161,3 +166,21 @@ def test_pool_processes_are_recycled_after_their_limits_with_no_task_lost(make_s
     leaky = taskkit.submit("tests.pid", args=[200], app=stack.app).get(timeout=20)  # leaves 200 MB resident
     after = taskkit.submit("tests.pid", app=stack.app).get(timeout=20)
     assert after != leaky  # replaced after the task that crossed max_memory_per_child
+
+
+def test_running_tasks_show_started_and_run_even_when_storing_it_fails(make_stack):
+    stack = make_stack()
+    stack.start_worker("tracked", concurrency=1)
+    res = taskkit.submit("tests.blocker", args=["tracked"], app=stack.app)
+    wait_until(lambda: stack.redis.llen("tracked:started"), 10, "the task to start")
+    assert taskkit.result(res.id, app=stack.app)["state"] == "STARTED"
+    stack.redis.rpush("tracked:go", 1)
+    assert res.get(timeout=10).startswith("tracked@")
+
+    # Celery would store STARTED before running the task, and a failed store ends the run unrun
+    blind = make_stack(f'[broker]\nresult_url = "redis://127.0.0.1:{free_port()}/0"\n')  # nobody listens there
+    blind.start_worker("blind", concurrency=1)
+    plain = Celery(broker=blind.url)  # taskkit's submit would refuse: it subscribes to the result store first
+    plain.send_task("tests.record", args=["blind-ran", 1], queue="default")
+    plain.close()
+    wait_until(lambda: blind.redis.llen("blind-ran"), 15, "the task to run although its result store is down")

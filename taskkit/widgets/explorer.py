@@ -11,7 +11,7 @@ from . import html
 from .view import View
 
 WINDOWS = ("15m", "1h", "6h", "24h", "7d")
-STATES = ("SUCCESS", "FAILURE", "RETRY", "STARTED", "RECEIVED", "SENT", "REVOKED", "REJECTED")
+STATES = ("SUCCESS", "FAILURE", "RETRY", "STARTED", "RECEIVED", "SENT", "REVOKED", "REJECTED", "LOST")
 SHOWN = 50  # runs the snapshot and the widget list (the DataFrame holds all of them)
 ALL = "(all)"
 

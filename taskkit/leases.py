@@ -1,0 +1,172 @@
+"""Leases on delivered messages: a dead worker's tasks come back within seconds, a live worker's never.
+
+kombu's Redis transport keeps each delivered, unacknowledged message in a hash, with its
+delivery time in a sorted set (the unacked index), and hands it back only once that time is
+older than `visibility_timeout` (1 h here, so no running task is ever handed out twice), in a
+sweep that runs about every 100 s. So a SIGKILLed worker's tasks waited over an hour.
+
+Here every worker renews, every `broker.lease` / 5 seconds, the index entry of each message
+it holds (prefetched, running, or waiting for its ETA, including those of a connection it
+lost), and stamps itself as seen. Any worker gives back to the head of its queue a message
+whose entry went unrenewed for `broker.lease`: its holder is gone (SIGKILL, OOM, a lost host,
+a Redis restart that cut its connection). The give-back is one transaction per message that
+watches the entry, so a renewal that lands first wins and no message is restored twice.
+Renewal runs in a thread of the worker's main process, so a busy event loop or the solo pool
+does not stop it. The cost: clocks of the hosts must agree to well within the lease, and every
+worker on the broker must be a taskkit worker (a plain Celery worker renews nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+from celery.worker import state as worker_state
+from celery.worker.request import Request
+from kombu.transport.redis import Mutex, MutexHeld
+
+from .broker import REDIS_ERRORS, Read, redis_client
+
+log = logging.getLogger(__name__)
+
+RENEWALS_PER_LEASE = 5  # a live holder misses this many renewals before its messages go back
+RESTORE_BATCH = 100  # expired messages given back per round at most
+SEEN_FOR = 7 * 86400.0  # seconds a gone worker stays in the seen sets (history marks its runs LOST)
+
+
+def seen_read(app: Any) -> Read[dict[str, tuple[float, float]]]:
+    """Every worker taskkit saw: hostname → (last renewal, start of its current run), UNIX seconds."""
+    keys = app.keys
+
+    def parse(replies: list[Any]) -> dict[str, tuple[float, float]]:
+        seen, born = (dict((k.decode(), v) for k, v in r) for r in replies)
+        return {name: (at, born.get(name, 0.0)) for name, at in seen.items()}
+
+    return Read(
+        lambda pipe: (pipe.zrange(keys.workers_seen(), 0, -1, withscores=True), pipe.zrange(keys.workers_born(), 0, -1, withscores=True)),
+        parse,
+    )
+
+
+class Leases(bootsteps.StartStopStep):
+    """The consumer bootstep that renews this worker's leases and gives back expired ones."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.lease = c.app.settings.broker.lease
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    def include_if(self, c: Any) -> bool:
+        return bool(c.app.settings.broker.lease)
+
+    def start(self, c: Any) -> None:
+        if self.thread is not None and self.thread.is_alive():  # a reconnect restarts the steps
+            return
+        self.stopping.clear()
+        with redis_client(c.app) as client:
+            client.zadd(c.app.keys.workers_born(), {c.hostname: time.time()})
+        self.thread = threading.Thread(target=self._run, args=(c,), name="taskkit-leases", daemon=True)
+        self.thread.start()
+
+    def shutdown(self, c: Any) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(5)
+
+    def _run(self, c: Any) -> None:
+        every = self.lease / RENEWALS_PER_LEASE
+        while not self.stopping.wait(every):
+            try:
+                self.round(c)
+            except REDIS_ERRORS as exc:  # Redis away: the consumer reconnects; renew once it is back
+                log.debug("taskkit leases: Redis unavailable (%s)", exc)
+            except Exception:  # never let bookkeeping kill the thread
+                log.exception("taskkit leases: round failed")
+
+    def round(self, c: Any) -> list[str]:
+        """Renew what this worker holds, stamp it as seen, give back what expired; returns the tags given back."""
+        channel = getattr(c.task_consumer, "channel", None)
+        if channel is None or channel.connection is None:
+            return []
+        qos = channel.qos
+        held = held_tags(c)
+        now = time.time()
+        with channel.conn_or_acquire() as kombu_client:
+            with kombu_client.pipeline(transaction=False) as pipe:
+                if held:
+                    pipe.zadd(qos.unacked_index_key, dict.fromkeys(held, now), xx=True)
+                pipe.zrangebyscore(qos.unacked_index_key, "-inf", now - self.lease, start=0, num=RESTORE_BATCH)
+                expired = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()[-1]]
+            keys = c.app.keys
+            with redis_client(c.app) as client, client.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.workers_seen(), {c.hostname: now})
+                for key in (keys.workers_seen(), keys.workers_born()):
+                    pipe.zremrangebyscore(key, "-inf", now - SEEN_FOR)
+                pipe.execute()
+            expired = [t for t in expired if t not in held]
+            if not expired:
+                return []
+            try:
+                with Mutex(kombu_client, qos.unacked_mutex_key, qos.unacked_mutex_expire):  # kombu's own restore takes it too
+                    given = [t for t in expired if _give_back(kombu_client, channel, qos, t, now - self.lease)]
+            except MutexHeld:
+                return []
+        if given:
+            log.warning(
+                "taskkit: %d message(s) held by no live worker for %gs put back in their queues: %s",
+                len(given),
+                self.lease,
+                ", ".join(given),
+            )
+        return given
+
+
+def held_tags(c: Any) -> set[str]:
+    """Delivery tags of every message this worker holds: on its channel, running, reserved, or timed for an ETA."""
+    tags: set[str] = set()
+    channel = getattr(c.task_consumer, "channel", None)
+    if channel is not None:
+        tags.update(channel.qos._delivered.copy())  # a dict copy is atomic under the GIL; the event loop mutates it
+    for _ in range(5):  # the event loop may change these sets while we copy them
+        try:
+            requests = [*worker_state.active_requests, *worker_state.reserved_requests]
+            timed = [(getattr(e.entry, "args", None) or [None])[0] for e in list(c.timer.schedule.queue)] if c.timer else []
+            break
+        except RuntimeError:
+            continue
+    else:
+        return tags
+    for req in (*requests, *timed):
+        if isinstance(req, Request) and req.message is not None:
+            tags.add(req.message.delivery_tag)
+    return tags
+
+
+def _give_back(client: Any, channel: Any, qos: Any, tag: str, cutoff: float) -> bool:
+    """Restore one message to the head of its queue if its entry is still older than cutoff."""
+    restored = False
+
+    def transaction(pipe: Any) -> None:  # redis-py runs it again if a watched key changed before EXEC
+        nonlocal restored
+        restored = False
+        score = pipe.zscore(qos.unacked_index_key, tag)
+        raw = pipe.hget(qos.unacked_key, tag)
+        if score is None or score >= cutoff:  # acknowledged, or renewed meanwhile
+            return
+        pipe.multi()
+        pipe.zrem(qos.unacked_index_key, tag)
+        pipe.hdel(qos.unacked_key, tag)
+        if raw is not None:
+            message, exchange, routing_key = json.loads(raw)
+            channel._do_restore_message(message, exchange, routing_key, pipe)  # kombu's routing, priority, `redelivered`
+            restored = True
+
+    client.transaction(transaction, qos.unacked_index_key, qos.unacked_key)
+    return restored
