@@ -35,6 +35,13 @@ def note(key: str, tag: Any) -> None:
     redis.Redis.from_url(os.environ["TESTS_NOTES_URL"]).rpush(key, str(tag))
 
 
+@shared_task(name="tests.note_after")
+def note_after(key: str, tag: Any, seconds: float) -> None:
+    """tests.note after a pause: a task that is running when the test kills its process."""
+    time.sleep(seconds)
+    note(key, tag)
+
+
 @shared_task(name="tests.flaky", bind=True, retry_on=("ValueError",), max_retries=3, retry_backoff=0.25, retry_jitter=False)
 def flaky(self: Any, key: str, failures: int) -> int:
     """Fails `failures` times, recording the time of every attempt."""

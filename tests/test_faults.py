@@ -18,6 +18,7 @@ import pandas as pd
 import redis
 
 import taskkit
+from taskkit.devstack import _group_members
 
 from .conftest import Stack, free_port, pings, wait_until
 
@@ -54,6 +55,7 @@ def test_a_warm_beat_stop_loses_no_run(make_stack, repetitions):
     total = recorded()
     assert total > reps * 40
     assert _sent(stack, "default") == total
+    print(f"{reps} warm stops of a busy beat: {total} runs recorded, {total} sent")
 
 
 def test_a_killed_workers_run_shows_lost_then_joins_its_redelivery(make_stack):
@@ -148,3 +150,31 @@ def test_workers_survive_redis_restarts_and_every_acknowledged_task_runs(tmp_pat
         stack.stop()
         server.terminate()
         server.wait(10)
+
+
+def test_no_task_is_lost_when_pool_children_and_whole_workers_are_killed(make_stack, redis_port, repetitions):
+    stack = make_stack("[broker]\nlease = 3\n")
+    notes, key = redis.Redis(port=redis_port), f"kills:{stack.db}"
+    stack.env["TESTS_NOTES_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    workers = [stack.start_worker(f"k{i}") for i in range(2)]
+    total, kills_wanted = repetitions((400, 4), (2000, 20))
+    for i in range(total):
+        taskkit.submit("tests.note_after", args=[key, i, 0.05], app=stack.app)
+    rng = random.Random(10)
+    kills = {"pool child": 0, "worker": 0}
+    while sum(kills.values()) < kills_wanted:
+        time.sleep(0.5)
+        victim = rng.choice(workers)
+        children = [pid for pid in _group_members(victim.pid) if pid != victim.pid]
+        if children and sum(kills.values()) % 3 != 2:  # every third kill takes a whole worker
+            os.kill(rng.choice(children), signal.SIGKILL)  # mid-task, most likely: the worker requeues it
+            kills["pool child"] += 1
+        else:
+            os.killpg(victim.pid, signal.SIGKILL)  # the whole worker: its messages wait for their lease
+            victim.wait(5)
+            workers[workers.index(victim)] = stack.start_worker(f"k{sum(kills.values())}b")
+            kills["worker"] += 1
+    wanted = {str(i) for i in range(total)}
+    wait_until(lambda: wanted <= {x.decode() for x in notes.lrange(key, 0, -1)}, 60, "every task to run")
+    assert kills["pool child"] and kills["worker"], kills
+    print(f"{total} tasks, {kills}: 0 lost, {notes.llen(key) - total} ran twice")
