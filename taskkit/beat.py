@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -37,9 +39,13 @@ log = logging.getLogger(__name__)
 DUE_BATCH = 500  # due entries one tick reads and sends at most; more wait for an immediate next tick
 REDIS_RETRY = 1.0  # seconds beat waits before trying an unreachable Redis again
 
-# Extend the lock if this beat still holds it. KEYS: lock; ARGV: token, ttl ms.
+# Extend the lock if this beat still holds it, and say who ticked when (for the metrics).
+# KEYS: lock, beat status; ARGV: token, ttl ms, this beat (host:pid), now.
 _FENCE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('hset', KEYS[2], 'holder', ARGV[3], 'tick', ARGV[4])
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
 return 0
 """
 
@@ -97,6 +103,7 @@ class Scheduler(RedBeatScheduler):
         self._client = redbeat_redis(app)
         self._reserve = self._client.register_script(_RESERVE)
         self._synced = False
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
 
     def setup_schedule(self) -> None:
         # Every beat checks the declared schedules at start, before it takes the lock, so a
@@ -130,7 +137,8 @@ class Scheduler(RedBeatScheduler):
             self._synced = True
         k = self.keys
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.eval(_FENCE, 1, self.lock_key, self.lock.local.token, self._ttl_ms)  # EVAL: no SCRIPT EXISTS round trip
+            # EVAL: no SCRIPT EXISTS round trip
+            pipe.eval(_FENCE, 2, self.lock_key, self.app.keys.beat_status(), self.lock.local.token, self._ttl_ms, self.instance, now)
             pipe.zrangebyscore(k.schedule, 0, now, start=0, num=DUE_BATCH, withscores=True)
             pipe.zrangebyscore(k.schedule, f"({now!r}", "+inf", start=0, num=1, withscores=True)
             held, due, after = pipe.execute()

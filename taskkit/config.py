@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from celery.app.defaults import DEFAULTS as CELERY_SETTINGS  # Celery's own table of setting names
 
 from .errors import ConfigError, ScheduleError
-from .kinds import BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, SIZE, STR, URL, Kind, choice
+from .kinds import BIND, BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, SIZE, STR, URL, Kind, choice
 from .schedule_spec import ScheduleSpec, parse_spec
 
 ENV_PREFIX = "TASKKIT_"
@@ -28,7 +28,7 @@ CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
 PASSWORD_ENV = "TASKKIT_BROKER_PASSWORD"  # put into URLs that carry none (deploy env files)
 DEFAULT_CONFIG_FILE = "taskkit.toml"
 # TASKKIT_* variables that are not settings: read by their own parts, documented in the README
-OTHER_ENV = {CONFIG_ENV, PASSWORD_ENV, "TASKKIT_LAB_TOKEN", "TASKKIT_METRICS_TOKEN"}
+OTHER_ENV = {CONFIG_ENV, PASSWORD_ENV, "TASKKIT_LAB_TOKEN", "TASKKIT_METRICS_TOKEN", "TASKKIT_METRICS_BASIC_AUTH"}
 OTHER_ENV_PREFIXES = ("TASKKIT_TESTBED_",)  # the deploy tests' testbed
 
 # Built-in queues and the priority a message gets when the caller names none.
@@ -108,6 +108,15 @@ class DevSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus exporter (`taskkit metrics serve`); its token comes from TASKKIT_METRICS_TOKEN or token_file."""
+
+    bind: str = setting("127.0.0.1:9808", BIND)  # host:port it listens on
+    token_file: str = setting("", STR)  # a file holding the bearer token (mode 0600), instead of the environment
+    per_level: bool = setting(False, BOOL)  # also waiting messages per priority level (ten series a queue)
+
+
+@dataclass(frozen=True)
 class BeatSettings:
     """The beat process: how often it looks at Redis, and how soon a standby takes over."""
 
@@ -146,6 +155,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     dev: DevSettings = field(default_factory=DevSettings)
     beat: BeatSettings = field(default_factory=BeatSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     queues: Mapping[str, int] = field(default_factory=lambda: dict(BUILTIN_QUEUES))
     routes: tuple[Route, ...] = ()
     celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, last word
@@ -185,6 +195,7 @@ _SECTION_CLASSES = {
     "log": LogSettings,
     "dev": DevSettings,
     "beat": BeatSettings,
+    "metrics": MetricsSettings,
 }
 
 

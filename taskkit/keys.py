@@ -92,6 +92,18 @@ class Keys:
         """The recorders' counters summed over every process: written, failed, dropped (a hash)."""
         return self.own("recorder")
 
+    def tallies(self) -> str:
+        """Task counts and runtime / queue-wait histograms, added with each history batch (a hash; capture.tallies)."""
+        return self.own("tallies")
+
+    def beat_status(self) -> str:
+        """The active beat: `holder` (host:pid) and `tick` (UNIX seconds), written with every tick (a hash)."""
+        return self.own("beat")
+
+    def workers_status(self) -> str:
+        """Each live worker's queues, pool size and active tasks, as JSON, written with its lease renewals (a hash)."""
+        return self.own("workers", "status")
+
     def workers_seen(self) -> str:
         """Workers by the time they last renewed their leases (a sorted set, UNIX seconds)."""
         return self.own("workers", "seen")

@@ -149,6 +149,14 @@ def _port(v: Any) -> int:
     return v
 
 
+def _bind(v: Any) -> str:
+    host, sep, port = _typed(str)(v).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError
+    _port(int(port))
+    return v
+
+
 def choice(*allowed: str) -> Kind:
     def check(v: Any) -> str:
         if v not in allowed:
@@ -183,6 +191,7 @@ BOOL = Kind("true or false", _typed(bool), _bool_text)
 COUNT = Kind("a whole number ≥ 0", _at_least(0), _number_text)
 POSITIVE = Kind("a whole number ≥ 1", _at_least(1), _number_text)
 PORT = Kind("a port number 1-65535", _port, _number_text)
+BIND = Kind('an address to listen on, "host:port" such as "127.0.0.1:9808"', _bind)
 SIZE = Kind('a size ≥ 0 such as 200MB, "1GiB" or a number of bytes (0: no limit)', parse_size, _number_text)
 DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)
 SECONDS = Kind("a number of seconds ≥ 0", _seconds)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RENEWALS_PER_LEASE = 5  # a live holder misses this many renewals before its messages go back
 RESTORE_BATCH = 100  # expired messages given back per round at most
 SEEN_FOR = 7 * 86400.0  # seconds a gone worker stays in the seen sets (history marks its runs LOST)
+PRUNE_EVERY = 100  # rounds between removals of gone workers' statuses
 
 
 def seen_read(app: Any) -> Read[dict[str, tuple[float, float]]]:
@@ -62,6 +63,7 @@ class Leases(bootsteps.StartStopStep):
         self.lease = c.app.settings.broker.lease
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        self.rounds = 0
 
     def include_if(self, c: Any) -> bool:
         return bool(c.app.settings.broker.lease)
@@ -82,13 +84,15 @@ class Leases(bootsteps.StartStopStep):
 
     def _run(self, c: Any) -> None:
         every = self.lease / RENEWALS_PER_LEASE
-        while not self.stopping.wait(every):
+        while True:  # a first round at once: the worker is seen as soon as it consumes
             try:
                 self.round(c)
             except REDIS_ERRORS as exc:  # Redis away: the consumer reconnects; renew once it is back
                 log.debug("taskkit leases: Redis unavailable (%s)", exc)
             except Exception:  # never let bookkeeping kill the thread
                 log.exception("taskkit leases: round failed")
+            if self.stopping.wait(every):
+                return
 
     def round(self, c: Any) -> list[str]:
         """Renew what this worker holds, stamp it as seen, give back what expired; returns the tags given back."""
@@ -107,9 +111,15 @@ class Leases(bootsteps.StartStopStep):
             keys = c.app.keys
             with redis_client(c.app) as client, client.pipeline(transaction=False) as pipe:
                 pipe.zadd(keys.workers_seen(), {c.hostname: now})
+                pipe.hset(keys.workers_status(), c.hostname, json.dumps(status(c)))
                 for key in (keys.workers_seen(), keys.workers_born()):
                     pipe.zremrangebyscore(key, "-inf", now - SEEN_FOR)
                 pipe.execute()
+                self.rounds += 1
+                if self.rounds % PRUNE_EVERY == 0:  # statuses of workers gone for SEEN_FOR
+                    gone = {*client.hkeys(keys.workers_status())} - {*client.zrange(keys.workers_seen(), 0, -1)}
+                    if gone:
+                        client.hdel(keys.workers_status(), *gone)
             expired = [t for t in expired if t not in held]
             if not expired:
                 return []
@@ -126,6 +136,32 @@ class Leases(bootsteps.StartStopStep):
                 ", ".join(given),
             )
         return given
+
+
+def status(c: Any) -> dict[str, Any]:
+    """What the metrics exporter shows of this worker: its queues, pool size and running tasks."""
+    consumer = c.task_consumer
+    return {
+        "queues": sorted(q.name for q in consumer.queues) if consumer is not None else [],
+        "pool": getattr(c.pool, "num_processes", None),
+        "active": len(worker_state.active_requests),
+    }
+
+
+def presence_read(app: Any, lease: float) -> Read[dict[str, dict[str, Any]]]:
+    """The workers that renewed their leases within `lease` seconds, with their status()."""
+    keys = app.keys
+
+    def parse(replies: list[Any]) -> dict[str, dict[str, Any]]:
+        live, statuses = replies
+        raw = {k.decode(): v for k, v in statuses.items()}
+        return {name.decode(): json.loads(raw.get(name.decode(), "{}")) for name in live}
+
+    def enqueue(pipe: Any) -> None:
+        pipe.zrangebyscore(keys.workers_seen(), time.time() - lease, "+inf")
+        pipe.hgetall(keys.workers_status())
+
+    return Read(enqueue, parse)
 
 
 def held_tags(c: Any) -> set[str]:

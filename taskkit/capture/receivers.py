@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from celery import current_app, signals
@@ -18,8 +19,10 @@ from kombu.utils.json import dumps as kombu_dumps
 from .. import logs
 from ..broker import eviction_warning
 from ..task import TaskkitTask, final_failure, publishing
-from . import letters, rows
+from . import letters, rows, tallies
 from .recorder import Recorder, recorder_for
+
+SENT_HEADER = "taskkit_sent"  # when the message was published (UNIX seconds): a run's queue wait starts there
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +86,12 @@ def _warn_if_evicting(sender: Any, **_: Any) -> None:
 # ------------------------------------------------------------ run history
 
 
-def _sending(properties: dict | None = None, **_: Any) -> None:
+def _sending(properties: dict | None = None, headers: dict | None = None, **_: Any) -> None:
     if (current := publishing.get()) is not None:
         # stamped before the message exists: a worker may receive it before after_task_publish
         current.update(priority=(properties or {}).get("priority"), ts=time.time())
+        if headers is not None:
+            headers[SENT_HEADER] = current["ts"]
 
 
 def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", **_: Any) -> None:
@@ -116,17 +121,39 @@ def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
     )  # fmt: skip
 
 
+def _queue(request: Any) -> str | None:
+    return (getattr(request, "delivery_info", None) or {}).get("routing_key")
+
+
+def _tally(app: Any, event: str, task: str | None, request: Any, **observed: float | None) -> Any:
+    """What an event adds to the task tallies (capture.tallies), labels bounded."""
+    return tallies.fields(event, *tallies.label(app, task, _queue(request)), **observed)
+
+
 def _started(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
     if rec := _task_recorder(task):
-        rec.record("started", task=task.name, id=task_id, worker=task.request.hostname, attempt=_attempt(task))
+        request, now = task.request, time.time()
+        request.taskkit_started = now  # for the runtime of this attempt, in the same process
+        sent = _header(request, SENT_HEADER)
+        eta = _header(request, "eta")
+        due = max(float(sent), datetime.fromisoformat(eta).timestamp() if eta else 0.0) if sent else None
+        tally = _tally(task.app, "started", task.name, request, wait=None if due is None else now - due)
+        rec.record("started", task=task.name, id=task_id, worker=request.hostname, attempt=_attempt(task), tally=tally)
+
+
+def _runtime(request: Any) -> float | None:
+    started = getattr(request, "taskkit_started", None)
+    return None if started is None else time.time() - started
 
 
 def _succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
     if rec := _task_recorder(sender):
+        request = sender.request
         size = len(kombu_dumps(result)) if result is not None else 0
         rec.record(
-            "succeeded", task=sender.name, id=sender.request.id, worker=sender.request.hostname, attempt=_attempt(sender), result_size=size
-        )
+            "succeeded", task=sender.name, id=request.id, worker=request.hostname, attempt=_attempt(sender), result_size=size,
+            queue=_queue(request), tally=_tally(sender.app, "succeeded", sender.name, request, runtime=_runtime(request)),
+        )  # fmt: skip
 
 
 def _retried(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
@@ -135,15 +162,18 @@ def _retried(sender: Any = None, request: Any = None, reason: Any = None, einfo:
         rec.record(
             "retried", task=sender.name, id=request.id, worker=request.hostname, attempt=(request.retries or 0) + 1,
             exc_type=type(exc).__name__, exc_message=rows.text(exc), traceback=rows.text(getattr(einfo, "traceback", "")),
+            queue=_queue(request), tally=_tally(sender.app, "retried", sender.name, request, runtime=_runtime(sender.request)),
         )  # fmt: skip
 
 
 def _failed(sender: Any = None, task_id: str = "", exception: BaseException | None = None, einfo: Any = None, **_: Any) -> None:
     if rec := _task_recorder(sender):
         event = "rejected" if isinstance(exception, Reject) else "failed"
+        request = sender.request
         rec.record(
-            event, task=sender.name, id=task_id, worker=sender.request.hostname, attempt=_attempt(sender),
+            event, task=sender.name, id=task_id, worker=request.hostname, attempt=_attempt(sender),
             exc_type=type(exception).__name__, exc_message=rows.text(exception), traceback=rows.text(getattr(einfo, "traceback", "")),
+            queue=_queue(request), tally=_tally(sender.app, event, sender.name, request, runtime=_runtime(request)),
         )  # fmt: skip
 
 
@@ -151,7 +181,10 @@ def _revoked(sender: Any = None, request: Any = None, terminated: bool = False, 
     if rec := _task_recorder(sender):
         why = "expired" if expired else "terminated" if terminated else ""
         # request is a Request, or a bare Context for a revoked ETA task: read it defensively
-        rec.record("revoked", task=sender.name, id=request.id, worker=getattr(request, "hostname", None), exc_message=rows.text(why))
+        rec.record(
+            "revoked", task=sender.name, id=request.id, worker=getattr(request, "hostname", None), exc_message=rows.text(why),
+            queue=_queue(request), tally=_tally(sender.app, "revoked", sender.name, request),
+        )  # fmt: skip
 
 
 def _rejected(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
@@ -161,8 +194,15 @@ def _rejected(sender: Any = None, message: Any = None, exc: BaseException | None
     if rec is not None and "id" in headers:
         rec.record(
             "rejected", task=headers.get("task"), id=headers["id"], worker=getattr(sender, "hostname", None),
-            exc_type=type(exc).__name__, exc_message=rows.text(exc),
+            exc_type=type(exc).__name__, exc_message=rows.text(exc), queue=_queue(message),
+            tally=_tally(app, "rejected", headers.get("task"), message),
         )  # fmt: skip
+
+
+def _header(request: Any, name: str) -> Any:
+    """A message header as the task's request carries it (custom headers are attributes too)."""
+    value = getattr(request, name, None)
+    return value if value is not None else (getattr(request, "headers", None) or {}).get(name)
 
 
 def _flush(**_: Any) -> None:

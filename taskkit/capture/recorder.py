@@ -8,7 +8,8 @@ and counted, never raised into a task. Events still buffered when a process is S
 
 The recorders' counters (events written, failed writes, events dropped) are summed in one
 hash under the key prefix, updated by the same script call as the batch, so an exporter or
-a notebook reads them from outside the process (`recorder_stats`).
+a notebook reads them from outside the process (`recorder_stats`). So are the task tallies
+the metrics exporter serves (`tallies`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from ..broker import Read, redis_client
@@ -35,22 +36,28 @@ WARN_EVERY = 30.0  # seconds between warnings while Redis stays unreachable
 STATS = ("written", "failed", "dropped")  # fields of the counters hash
 
 # XADD every row (MAXLEN ~ caps the length), remember where each run's arguments are
-# (for rerun), add to the counters, and now and then drop events older than max_age (MINID ~).
-# KEYS: stream, counters. ARGV: max_events, minid, index ttl, index prefix, failed, dropped,
-# then per event: row, task id to index ('' = none).
+# (for rerun), add to the counters and the tallies, and now and then drop events older than
+# max_age (MINID ~). KEYS: stream, counters, tallies. ARGV: max_events, minid, index ttl,
+# index prefix, failed, dropped, rows, tally counts, then per event: row, task id to index
+# ('' = none); per tally count: field, n; then per tally sum: field, seconds.
 _WRITE = """
-for i = 7, #ARGV, 2 do
+local rows_end = 8 + 2 * tonumber(ARGV[7])
+local counts_end = rows_end + 2 * tonumber(ARGV[8])
+for i = 9, rows_end, 2 do
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'v', ARGV[i])
   if ARGV[i + 1] ~= '' then
     redis.call('SET', ARGV[4] .. ARGV[i + 1], id, 'NX', 'EX', ARGV[3])
   end
 end
-redis.call('HINCRBY', KEYS[2], 'written', (#ARGV - 6) / 2)
+for i = rows_end + 1, counts_end, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = counts_end + 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('HINCRBY', KEYS[2], 'written', ARGV[7])
 if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'failed', ARGV[5]) end
 if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[2], 'dropped', ARGV[6]) end
 if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end
 return #ARGV
 """
+NO_TALLY: tuple[tuple[str, ...], tuple[tuple[str, float], ...]] = ((), ())
 
 
 class Recorder:
@@ -62,8 +69,9 @@ class Recorder:
         self.max_value_bytes, self.max_events, self.max_age = h.max_value_bytes, h.max_events, h.max_age
         self.stream = app.keys.runs()
         self.stats_key = app.keys.recorder_stats()
+        self.tallies_key = app.keys.tallies()
         self.index_prefix = app.keys.run_index("")
-        self.buffer: deque[tuple[str, str]] = deque()
+        self.buffer: deque[tuple[str, str, Any]] = deque()  # row, task id to index, tally
         self.wake = threading.Event()
         self.lock = threading.Lock()  # one flush at a time (the thread, exit, shutdown)
         self.pid = 0
@@ -77,8 +85,17 @@ class Recorder:
     # ------------------------------------------------------------ recording
 
     def record(
-        self, event: str, *, args: Any = None, kwargs: Any = None, index: bool = False, ts: float | None = None, **fields: Any
+        self,
+        event: str,
+        *,
+        args: Any = None,
+        kwargs: Any = None,
+        index: bool = False,
+        ts: float | None = None,
+        tally: Any = NO_TALLY,
+        **fields: Any,
     ) -> None:
+        """Buffer one event; `tally` is what it adds to the task tallies (capture.tallies.fields)."""
         if args is not None or kwargs is not None:
             fields["args"], args_cut = rows.cut(args or [], self.max_value_bytes)
             fields["kwargs"], kwargs_cut = rows.cut(kwargs or {}, self.max_value_bytes)
@@ -86,7 +103,7 @@ class Recorder:
         fields.update(event=event, ts=repr(time.time() if ts is None else ts))
         row = rows.pack(fields)
         self._start()
-        self.buffer.append((row, fields["id"] if index else ""))
+        self.buffer.append((row, fields["id"] if index else "", tally))
         if len(self.buffer) >= BATCH:
             self.wake.set()
 
@@ -126,19 +143,30 @@ class Recorder:
                         log.warning("taskkit: run history not written (%s); %d events buffered", exc, len(self.buffer))
                     return
 
-    def _write(self, batch: list[tuple[str, str]]) -> None:
+    def _write(self, batch: list[tuple[str, str, Any]]) -> None:
         self.batches += 1
         minid = ""
         if self.batches % TRIM_EVERY == 1:
             minid = str(int((time.time() - self.max_age) * 1000))
         failed, dropped = self._unreported
-        argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped]
-        for row, index_id in batch:
-            argv += (row, index_id)
+        counts: Counter[str] = Counter()
+        sums: Counter[str] = Counter()
+        rows_argv: list[Any] = []
+        for row, index_id, (tally_counts, tally_sums) in batch:
+            rows_argv += (row, index_id)
+            counts.update(tally_counts)
+            for name, seconds in tally_sums:
+                sums[name] += seconds
+        argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped, len(batch), len(counts)]
+        argv += rows_argv
+        for name, n in counts.items():
+            argv += (name, n)
+        for name, seconds in sums.items():
+            argv += (name, repr(seconds))
         with redis_client(self.app) as client:
             if self._script is None:
                 self._script = client.register_script(_WRITE)
-            self._script(keys=[self.stream, self.stats_key], args=argv, client=client)
+            self._script(keys=[self.stream, self.stats_key, self.tallies_key], args=argv, client=client)
         self._unreported = [0, 0]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import TaskkitError
-from . import config, dev, dlq, history, notebooks, queues, routes, schedules, tasks, workers
+from . import config, dev, dlq, history, metrics, notebooks, queues, routes, schedules, tasks, workers
 from .common import CliContext
 
 
@@ -47,5 +47,6 @@ for command in (
     *workers.commands,
     *schedules.commands,
     *notebooks.commands,
+    *metrics.commands,
 ):
     main.add_command(command)
