@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .. import metrics
 from ..kinds import BIND, refuse
 from .common import CliContext, pass_cli
 
@@ -19,6 +18,8 @@ def metrics_group() -> None:
 @pass_cli
 def show(cli: CliContext, per_level: bool | None) -> None:
     """Print one scrape in Prometheus' text format."""
+    from .. import metrics  # here: prometheus_client costs every other command ~60 ms
+
     click.echo(metrics.exposition(cli.app, per_level=per_level), nl=False)
 
 
@@ -28,6 +29,8 @@ def show(cli: CliContext, per_level: bool | None) -> None:
 @pass_cli
 def serve(cli: CliContext, bind: str | None, no_auth: bool) -> None:
     """Serve /metrics; scrapers send TASKKIT_METRICS_TOKEN as a bearer token (or basic auth)."""
+    from .. import metrics
+
     address = refuse("--bind", bind, BIND) if bind is not None else cli.settings.metrics.bind
     auth = None if no_auth else metrics.Auth.from_settings(cli.app)
     if auth is not None and not auth.configured:
