@@ -50,19 +50,22 @@ def redis_server() -> Iterator[tuple[str, str]]:
         server.wait()
 
 
-def seed_history(app: Any, n: int) -> float:
-    """Write n realistic events (sent, received, started, succeeded for n/4 runs, with arguments)
-    through taskkit's own recorder; returns the seconds it took."""
+def seed_history(app: Any, n: int, *, tasks: int = 1, queues: tuple[str, ...] = ("default",)) -> float:
+    """Write n realistic events (sent, received, started, succeeded for n/4 runs, with arguments
+    and the tallies workers add) through taskkit's own recorder; returns the seconds it took."""
+    from taskkit.capture import tallies
     from taskkit.capture.recorder import recorder_for
 
     rec = recorder_for(app)
     start = time.perf_counter()
     for i in range(n // 4):
-        common = {"task": "reports.build", "id": str(uuid.uuid4()), "queue": "default", "priority": 5}
+        task, queue = f"reports.build{i % tasks or ''}", queues[i % len(queues)]
+        common = {"task": task, "id": str(uuid.uuid4()), "queue": queue, "priority": 5}
         rec.record("sent", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, attempt=1, **common)
         rec.record("received", args=[i, "2026-11-22"], kwargs={"region": "eu"}, index=True, worker="w1@host", attempt=1, **common)
-        rec.record("started", worker="w1@host", attempt=1, **common)
-        rec.record("succeeded", worker="w1@host", attempt=1, result_size=120, **common)
+        rec.record("started", worker="w1@host", attempt=1, tally=tallies.fields("started", task, queue, wait=0.02 * (i % 50)), **common)
+        done = tallies.fields("succeeded", task, queue, runtime=0.01 * (i % 300))
+        rec.record("succeeded", worker="w1@host", attempt=1, result_size=120, tally=done, **common)
         if i % 5000 == 0:
             rec.flush()
     rec.flush()
