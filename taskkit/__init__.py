@@ -7,7 +7,7 @@ means the default app (taskkit.toml + TASKKIT_*). The run-history reader (`event
 
 import importlib
 
-from . import deadletters
+from . import alerts, deadletters
 from .app import TaskkitApp, create_app, get_app
 from .client import rerun, submit
 from .config import Settings, load_settings
@@ -109,6 +109,7 @@ __all__ = [
     "Upcoming",
     "WaitTimeout",
     "add_schedule",
+    "alerts",
     "autoscale",
     "cleanup_results",
     "create_app",

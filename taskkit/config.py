@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from celery.app.defaults import DEFAULTS as CELERY_SETTINGS  # Celery's own table of setting names
 
 from .errors import ConfigError, ScheduleError
-from .kinds import BIND, BOOL, COUNT, DURATION, NAMES, OPTIONAL_URL, PORT, PRIORITY, SIZE, STR, URL, Kind, choice
+from .kinds import BIND, BOOL, COUNT, DURATION, HTTP_URL, NAMES, OPTIONAL_URL, PORT, POSITIVE, PRIORITY, RATIO, SIZE, STR, URL, Kind, choice
 from .schedule_spec import ScheduleSpec, parse_spec
 
 ENV_PREFIX = "TASKKIT_"
@@ -108,6 +108,29 @@ class DevSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Health thresholds: `taskkit health` and the taskkit.ops.health task evaluate them (taskkit.alerts).
+
+    0 turns a rule off. The same thresholds ship as Prometheus rules (monitoring/alerts.yml).
+    """
+
+    backlog: int = setting(1000, COUNT)  # messages waiting in one queue
+    oldest_waiting: float = setting(600.0, DURATION)  # seconds the oldest waiting message of a queue has waited
+    failure_rate: float = setting(0.2, RATIO)  # share of the runs that ended within `window` that failed
+    min_runs: int = setting(20, COUNT)  # runs that must have ended within `window` for the failure rate to count
+    window: float = setting(900.0, DURATION)  # seconds the failure rate and new dead letters look back
+    no_consumer: bool = setting(True, BOOL)  # a queue with waiting messages and no live worker consuming it
+    beat_silent: float = setting(60.0, DURATION)  # seconds without a beat tick, while schedules exist
+    deadletters: int = setting(1, COUNT)  # new dead letters within `window`
+    redis_memory: float = setting(0.9, RATIO)  # used / maxmemory (never fires without a maxmemory)
+    webhook: str = setting("", HTTP_URL)  # POSTed a JSON body on every transition (TASKKIT_ALERTS_WEBHOOK keeps a token out of the file)
+    keep: int = setting(10_000, POSITIVE)  # transitions kept in the alerts stream
+
+    def __repr__(self) -> str:  # the webhook URL may carry a token
+        return f"AlertSettings(webhook={'***' if self.webhook else ''!r}, ...)"
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """The Prometheus exporter (`taskkit metrics serve`); its token comes from TASKKIT_METRICS_TOKEN or token_file."""
 
@@ -156,6 +179,7 @@ class Settings:
     dev: DevSettings = field(default_factory=DevSettings)
     beat: BeatSettings = field(default_factory=BeatSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     queues: Mapping[str, int] = field(default_factory=lambda: dict(BUILTIN_QUEUES))
     routes: tuple[Route, ...] = ()
     celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, last word
@@ -196,6 +220,7 @@ _SECTION_CLASSES = {
     "dev": DevSettings,
     "beat": BeatSettings,
     "metrics": MetricsSettings,
+    "alerts": AlertSettings,
 }
 
 

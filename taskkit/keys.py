@@ -96,6 +96,18 @@ class Keys:
         """Task counts and runtime / queue-wait histograms, added with each history batch (a hash; capture.tallies)."""
         return self.own("tallies")
 
+    def minute(self, minute: int | str) -> str:
+        """Runs that ended and failed in one minute (UNIX seconds // 60; a hash, kept a day)."""
+        return self.own("minute", str(minute))
+
+    def alerts_active(self) -> str:
+        """Alerts firing now: key ("rule:subject") -> JSON (since, value, threshold, message) (a hash)."""
+        return self.own("alerts", "active")
+
+    def alerts_stream(self) -> str:
+        """Every alert transition, firing or resolved, oldest first (a stream, bounded by alerts.keep)."""
+        return self.own("alerts", "log")
+
     def beat_status(self) -> str:
         """The active beat: `holder` (host:pid) and `tick` (UNIX seconds), written with every tick (a hash)."""
         return self.own("beat")

@@ -157,6 +157,25 @@ def _bind(v: Any) -> str:
     return v
 
 
+def _ratio(v: Any) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+        raise ValueError
+    return float(v)
+
+
+def _float_text(s: str) -> Any:
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _optional_http_url(v: Any) -> str:
+    if _typed(str)(v) and not re.match(r"^https?://[^/\s]+", v):
+        raise ValueError
+    return v
+
+
 def choice(*allowed: str) -> Kind:
     def check(v: Any) -> str:
         if v not in allowed:
@@ -191,6 +210,8 @@ BOOL = Kind("true or false", _typed(bool), _bool_text)
 COUNT = Kind("a whole number ≥ 0", _at_least(0), _number_text)
 POSITIVE = Kind("a whole number ≥ 1", _at_least(1), _number_text)
 PORT = Kind("a port number 1-65535", _port, _number_text)
+RATIO = Kind("a share from 0 to 1, such as 0.2 (0: off)", _ratio, _float_text)
+HTTP_URL = Kind("empty or an http:// or https:// URL", _optional_http_url)
 BIND = Kind('an address to listen on, "host:port" such as "127.0.0.1:9808"', _bind)
 SIZE = Kind('a size ≥ 0 such as 200MB, "1GiB" or a number of bytes (0: no limit)', parse_size, _number_text)
 DURATION = Kind('a duration ≥ 0 such as 30, "90s", "15m", "2h" or "7d"', parse_duration)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import broker, deadletters, queues
+from . import alerts, broker, deadletters, queues
 from .app import TaskkitApp, get_app
 from .capture import recorder
 from .control import known_workers_read, ping, workers
@@ -31,12 +31,22 @@ def recorder_stats(*, app: TaskkitApp | None = None) -> dict[str, int]:
 
 
 def health(*, app: TaskkitApp | None = None) -> dict[str, Any]:
-    """Redis round-trip latency, live workers and backlog per queue (this one asks the workers)."""
+    """Redis round-trip latency, live workers, backlog per queue (this one asks the workers), and the
+    `[alerts]` thresholds checked: alerts firing now, and those that started or stopped with this check."""
     app = app or get_app()
     latency = broker.server_info(app)["latency_ms"]
     depths = queue_depths(app=app)
     live = ping(app=app)
-    return {"redis_latency_ms": latency, "workers": len(live), "backlog": depths, "backlog_total": sum(depths.values())}
+    checked = alerts.check(app=app)
+    return {
+        "redis_latency_ms": latency,
+        "workers": len(live),
+        "backlog": depths,
+        "backlog_total": sum(depths.values()),
+        "alerts": checked["firing"],
+        "fired": checked["fired"],
+        "resolved": checked["resolved"],
+    }
 
 
 @dataclass(frozen=True)

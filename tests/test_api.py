@@ -20,6 +20,8 @@ EXPORTED = {
     "rate_limit", "pause", "resume", "pool_grow", "pool_shrink", "autoscale",
     # health
     "health", "redis_info", "recorder_stats", "Snapshot", "snapshot",
+    # alerts (a namespace: evaluate, check, active, recent)
+    "alerts",
     # run history and reports (pandas, loaded on first use)
     "events", "runs", "reports",
     # dead letters (a namespace: list, count, get, replay, drop, purge)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..broker import Read, redis_client
 from ..errors import UnknownRun
-from . import rows
+from . import rows, tallies
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,33 @@ STATS = ("written", "failed", "dropped")  # fields of the counters hash
 # XADD every row (MAXLEN ~ caps the length), remember where each run's arguments are
 # (for rerun), add to the counters and the tallies, and now and then drop events older than
 # max_age (MINID ~). KEYS: stream, counters, tallies. ARGV: max_events, minid, index ttl,
-# index prefix, failed, dropped, rows, tally counts, then per event: row, task id to index
-# ('' = none); per tally count: field, n; then per tally sum: field, seconds.
+# index prefix, failed, dropped, rows, tally counts, tally sums, minute prefix, minute ttl;
+# then per event: row, task id to index ('' = none); per tally count: field, n; per tally
+# sum: field, seconds; then per minute count: minute, field, n.
 _WRITE = """
-local rows_end = 8 + 2 * tonumber(ARGV[7])
+local rows_end = 11 + 2 * tonumber(ARGV[7])
 local counts_end = rows_end + 2 * tonumber(ARGV[8])
-for i = 9, rows_end, 2 do
+local sums_end = counts_end + 2 * tonumber(ARGV[9])
+for i = 12, rows_end, 2 do
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'v', ARGV[i])
   if ARGV[i + 1] ~= '' then
     redis.call('SET', ARGV[4] .. ARGV[i + 1], id, 'NX', 'EX', ARGV[3])
   end
 end
 for i = rows_end + 1, counts_end, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
-for i = counts_end + 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = counts_end + 1, sums_end, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = sums_end + 1, #ARGV, 3 do
+  local key = ARGV[10] .. ARGV[i]
+  redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+  redis.call('EXPIRE', key, ARGV[11])
+end
 redis.call('HINCRBY', KEYS[2], 'written', ARGV[7])
 if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'failed', ARGV[5]) end
 if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[2], 'dropped', ARGV[6]) end
 if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end
 return #ARGV
 """
-NO_TALLY: tuple[tuple[str, ...], tuple[tuple[str, float], ...]] = ((), ())
+NO_TALLY: tuple[Any, ...] = ((), (), ())
 
 
 class Recorder:
@@ -70,6 +77,7 @@ class Recorder:
         self.stream = app.keys.runs()
         self.stats_key = app.keys.recorder_stats()
         self.tallies_key = app.keys.tallies()
+        self.minute_prefix = app.keys.minute("")
         self.index_prefix = app.keys.run_index("")
         self.buffer: deque[tuple[str, str, Any]] = deque()  # row, task id to index, tally
         self.wake = threading.Event()
@@ -151,18 +159,22 @@ class Recorder:
         failed, dropped = self._unreported
         counts: Counter[str] = Counter()
         sums: Counter[str] = Counter()
+        minutes: Counter[tuple[int, str]] = Counter()
         rows_argv: list[Any] = []
-        for row, index_id, (tally_counts, tally_sums) in batch:
+        for row, index_id, (tally_counts, tally_sums, tally_minutes) in batch:
             rows_argv += (row, index_id)
             counts.update(tally_counts)
+            minutes.update(tally_minutes)
             for name, seconds in tally_sums:
                 sums[name] += seconds
-        argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped, len(batch), len(counts)]
-        argv += rows_argv
+        argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped]
+        argv += [len(batch), len(counts), len(sums), self.minute_prefix, tallies.MINUTE_TTL, *rows_argv]
         for name, n in counts.items():
             argv += (name, n)
         for name, seconds in sums.items():
             argv += (name, repr(seconds))
+        for (minute, name), n in minutes.items():
+            argv += (minute, name, n)
         with redis_client(self.app) as client:
             if self._script is None:
                 self._script = client.register_script(_WRITE)

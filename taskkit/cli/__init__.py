@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import TaskkitError
-from . import config, dev, dlq, history, metrics, notebooks, queues, routes, schedules, tasks, workers
+from . import config, dev, dlq, health, history, metrics, notebooks, queues, routes, schedules, tasks, workers
 from .common import CliContext
 
 
@@ -48,5 +48,6 @@ for command in (
     *schedules.commands,
     *notebooks.commands,
     *metrics.commands,
+    *health.commands,
 ):
     main.add_command(command)
