@@ -1,7 +1,8 @@
 """Prometheus metrics: a collector over what taskkit keeps in Redis, and an endpoint with auth.
 
 `Collector(app)` is a prometheus_client collector: each scrape is two Redis round trips
-(a PING for latency, then one pipeline for everything else) and never raises. Task counts
+(a PING for latency, then one pipeline for everything else; a third reads the oldest
+message of queues that have any waiting) and never raises. Task counts
 and the runtime and queue-wait histograms come from the tallies the history recorder adds
 with every batch it writes (taskkit.capture.tallies), so nothing is missed while no
 exporter runs and a restarted exporter counts nothing twice. With Redis down a scrape
@@ -27,7 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from . import deadletters, queues
+from . import alerts, deadletters, queues
 from .app import TaskkitApp, get_app
 from .broker import Read, read, redis_client, unavailable
 from .capture import recorder, tallies
@@ -101,7 +102,10 @@ class Collector:
             "recorder": recorder.stats_read(app),
         }
         try:
-            return latency, dict(zip(reads, read(app, *reads.values()), strict=True))
+            replies = dict(zip(reads, read(app, *reads.values()), strict=True))
+            # a third round trip only while messages wait: the oldest one's age per queue
+            replies["queues"] = (replies["queues"], alerts.oldest_waiting(app, [r for r in replies["queues"] if r.declared], time.time()))
+            return latency, replies
         except BrokerUnavailable:
             raise
         except Exception as exc:  # a reply we cannot parse, INFO renamed away: report Redis, not a 500
@@ -110,7 +114,8 @@ class Collector:
     def _builders(self, latency: float) -> list[Callable[[Any], Iterable[Metric]]]:
         return [_tasks, self._queues, _deadletters, _workers, _beat, lambda info: _redis(info, latency), _recorder]
 
-    def _queues(self, rows: list[queues.QueueInfo]) -> Iterator[Metric]:
+    def _queues(self, counted: tuple[list[queues.QueueInfo], dict[str, float]]) -> Iterator[Metric]:
+        rows, oldest = counted
         families = {
             "waiting": _gauge("taskkit_queue_waiting_messages", "Messages waiting in a queue, all priority levels", labels=("queue",)),
             "scheduled": _gauge("taskkit_queue_scheduled_messages", "Messages held by workers for an ETA or countdown", labels=("queue",)),
@@ -125,6 +130,12 @@ class Collector:
             for priority, waiting in (row.levels or {}).items():
                 levels.add_metric([row.name, str(priority)], waiting)
         yield from families.values()
+        age = _gauge(
+            "taskkit_queue_oldest_waiting_seconds", "How long the oldest waiting message has waited (taskkit-sent ones)", labels=("queue",)
+        )
+        for name, seconds in sorted(oldest.items()):
+            age.add_metric([name], seconds)
+        yield age
         if self.per_level:
             yield levels
 
@@ -139,13 +150,15 @@ def _beat_read(app: TaskkitApp) -> Read[dict[str, Any]]:
     def enqueue(pipe: Any) -> None:
         pipe.hgetall(app.keys.beat_status())
         pipe.zrangebyscore(schedule, 0, time.time(), start=0, num=1, withscores=True)  # the most overdue entry
+        pipe.zcard(schedule)
 
     def parse(replies: list[Any]) -> dict[str, Any]:
-        status, overdue = replies
+        status, overdue, count = replies
         return {
             "holder": status.get(b"holder", b"").decode() or None,
             "tick": float(status[b"tick"]) if b"tick" in status else None,
             "overdue_since": overdue[0][1] if overdue else None,
+            "schedules": count,
             "lock_timeout": app.settings.beat.lock_timeout,
         }
 
@@ -210,6 +223,7 @@ def _beat(b: dict[str, Any]) -> Iterator[Metric]:
         holder = _gauge("taskkit_beat_active_info", "The beat instance (host:pid) that ticked last", labels=("instance",))
         holder.add_metric([b["holder"]], 1)
         yield holder
+    yield _gauge("taskkit_schedules", "Schedules in Redis (declared and runtime, enabled or not)", b["schedules"])
     overdue = 0.0 if b["overdue_since"] is None else max(0.0, now - b["overdue_since"])
     yield _gauge("taskkit_schedule_overdue_seconds", "How long the most overdue schedule has been due (0: none)", overdue)
 

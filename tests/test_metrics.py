@@ -80,6 +80,8 @@ def test_queue_depths_at_several_priorities_and_beat(make_stack):
     assert value(samples, "taskkit_queue_level_waiting_messages", queue="default", priority="5") == 2
     assert value(samples, "taskkit_queue_level_waiting_messages", queue="default", priority="9") == 1
     assert value(samples, "taskkit_queue_unacked_messages", queue="default") == 0
+    assert 0 <= value(samples, "taskkit_queue_oldest_waiting_seconds", queue="default") < 10
+    assert value(samples, "taskkit_queue_oldest_waiting_seconds", queue="high") is None  # nothing waits there
     assert value(samples, "taskkit_beat_up") == 0
     assert ("taskkit_queue_level_waiting_messages", (("priority", "1"), ("queue", "default"))) not in scrape(stack.app)  # off by default
 
