@@ -1,7 +1,7 @@
 """The playbooks on three booted Debian 12 hosts: converge, idempotence, check mode, verify,
 a rolling deploy under load, and a clean teardown.
 
-    tk1: redis        tk2: workers        tk3: workers, beat, flower
+    tk1: redis        tk2: workers        tk3: workers, beat, flower, monitoring (exporter, Prometheus)
 
 One testbed for the module; the tests run in file order and build on each other (the last
 one tears the testbed down). The lint tests need no root and run first.
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.deploy
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = ROOT / "playbooks"
 BIN = Path(sys.executable).parent  # the venv's ansible-playbook, ansible-vault, taskkit
-GROUPS = {"redis": ["tk1"], "workers": ["tk2", "tk3"], "beat": ["tk3"], "flower": ["tk3"]}
+GROUPS = {"redis": ["tk1"], "workers": ["tk2", "tk3"], "beat": ["tk3"], "flower": ["tk3"], "monitoring": ["tk3"]}
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 TEAM_TASKS = '''
@@ -84,7 +84,7 @@ def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
         f"[all:vars]\nansible_connection=local\nansible_become=false\nansible_python_interpreter={sys.executable}\n"
         + "".join(f"[{g}]\nlocal1\n" for g in GROUPS)
     )
-    secrets_vars = "vault_redis_app_password=x vault_redis_monitor_password=x vault_flower_password=x"
+    secrets_vars = "vault_redis_app_password=x vault_redis_monitor_password=x vault_flower_password=x vault_metrics_token=x"
     p = subprocess.run(
         [
             needs_tool("ansible-playbook"),
@@ -116,7 +116,7 @@ class Fleet:
     def __init__(self, tb: Testbed, tmp: Path) -> None:
         self.tb, self.tmp = tb, tmp
         self.playbook_runs = itertools.count()  # numbers the playbook logs
-        self.passwords = {k: secrets.token_hex(16) for k in ("app", "monitor", "flower")}
+        self.passwords = {k: secrets.token_hex(16) for k in ("app", "monitor", "flower", "metrics")}
         self.team = tmp / "tkteam"
         self.write_team_package("0.1.0")
         self.vault_password = tmp / "vault-password"
@@ -127,6 +127,7 @@ class Fleet:
             f"vault_redis_app_password: {self.passwords['app']}\n"
             f"vault_redis_monitor_password: {self.passwords['monitor']}\n"
             f"vault_flower_password: {self.passwords['flower']}\n"
+            f"vault_metrics_token: {self.passwords['metrics']}\n"
         )
         subprocess.run(
             [str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password), str(self.vault)], check=True
@@ -142,6 +143,7 @@ class Fleet:
                 taskkit_schedules:
                   beacon: {{task: taskkit.ops.health, every: 3s}}
                 worker_stop_timeout: 180
+                prometheus_scrape_interval: 2s
                 worker_instances:
                   - {{name: fast, queues: [critical, high], concurrency: 1, pool: threads}}
                   - {{name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork,
@@ -236,7 +238,7 @@ def test_services_are_active_where_declared(fleet: Fleet) -> None:
     units = {
         "tk1": ["redis-server"],
         "tk2": ["taskkit-worker@fast", "taskkit-worker@bulk"],
-        "tk3": ["taskkit-worker@fast", "taskkit-worker@bulk", "taskkit-beat", "taskkit-flower"],
+        "tk3": ["taskkit-worker@fast", "taskkit-worker@bulk", "taskkit-beat", "taskkit-flower", "taskkit-exporter", "prometheus"],
     }
     for host, names in units.items():
         for unit in names:
@@ -336,6 +338,55 @@ def test_flower_api_needs_auth(fleet: Fleet) -> None:
         time.sleep(2)
     assert (anon, wrong, ok) == (401, 401, 200)
     assert set(workers) == {"fast@tk2", "bulk@tk2", "fast@tk3", "bulk@tk3"}, workers
+
+
+@pytest.mark.usefixtures("verify_step")
+def test_prometheus_scrapes_the_exporter_and_sees_a_paused_queue(fleet: Fleet) -> None:
+    tk3 = fleet.tb.hosts["tk3"]
+    probe = textwrap.dedent(f"""\
+        import json, sys, urllib.error, urllib.parse, urllib.request
+        def get(url, token=None):
+            req = urllib.request.Request(url, headers={{"Authorization": "Bearer " + token}} if token else {{}})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, ""
+        api = "http://{tk3}:9090/api/v1/"
+        query = urllib.parse.quote('taskkit_queue_waiting_messages{{queue="reports"}}')
+        exporter = "http://{tk3}:9808/metrics"
+        print(json.dumps({{
+            "anonymous": get(exporter)[0], "wrong": get(exporter, "wrong-token")[0], "token": get(exporter, sys.argv[1])[0],
+            "targets": json.loads(get(api + "targets?state=active")[1])["data"]["activeTargets"],
+            "depth": json.loads(get(api + "query?query=" + query)[1])["data"]["result"],
+            "rules": json.loads(get(api + "rules")[1])["data"]["groups"],
+        }}))
+        """)
+
+    def look() -> dict:
+        p = fleet.tb.run_in_lab([sys.executable, "-c", probe, fleet.passwords["metrics"]], capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    assert fleet.taskkit("pause", "reports").returncode == 0  # the bulk workers stop taking from it
+    try:
+        for _ in range(3):
+            assert fleet.taskkit("submit", "tkteam.where", "--queue", "reports").returncode == 0
+        deadline, seen = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            seen = look()
+            if seen["depth"] and seen["depth"][0]["value"][1] == "3":
+                break
+            time.sleep(2)
+        assert seen["depth"] and seen["depth"][0]["value"][1] == "3", seen["depth"]
+        assert [(t["labels"]["job"], t["health"]) for t in seen["targets"]] == [("taskkit", "up")], seen["targets"]
+        assert (seen["anonymous"], seen["wrong"], seen["token"]) == (401, 401, 200)
+        rules = {r["name"] for g in seen["rules"] for r in g["rules"]}
+        assert {"TaskkitBacklog", "TaskkitNoConsumer", "TaskkitFailureRate", "TaskkitBeatSilent"} <= rules, rules
+        journal = fleet.tb.ssh("tk3", "journalctl -u taskkit-exporter -u prometheus --no-pager", check=True).stdout
+        assert fleet.passwords["metrics"] not in journal
+    finally:
+        assert fleet.taskkit("resume", "reports").returncode == 0
 
 
 def test_rolling_deploy_lets_a_running_task_finish(fleet: Fleet) -> None:
