@@ -197,9 +197,13 @@ def check(*, app: TaskkitApp | None = None) -> dict[str, Any]:
 def active(*, app: TaskkitApp | None = None) -> list[dict[str, Any]]:
     """The alerts active now (as the last check() left them), oldest first."""
     app = app or get_app()
-    with redis_client(app) as client:
-        raw = client.hgetall(app.keys.alerts_active())
-    return sorted((json.loads(v) for v in raw.values()), key=lambda a: a["since"])
+    return read(app, active_read(app))[0]
+
+
+def active_read(app: TaskkitApp) -> Read[list[dict[str, Any]]]:
+    """active(), for a shared pipeline (the snapshot ClusterView shows)."""
+    key = app.keys.alerts_active()
+    return Read(lambda pipe: pipe.hgetall(key), lambda r: sorted((json.loads(v) for v in r[0].values()), key=lambda a: a["since"]))
 
 
 def recent(*, limit: int = 50, app: TaskkitApp | None = None) -> list[dict[str, Any]]:

@@ -61,12 +61,13 @@ class Snapshot:
     recorder: dict[str, int]  # written, failed, dropped
     redis: dict[str, Any]  # redis_info()
     schedules: list[Schedule]
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # active alerts, as the last health check left them
     cost: dict[str, float] = field(default_factory=dict)  # seconds per part: counts, redis, workers, schedules
 
 
 def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCHEDULES, app: TaskkitApp | None = None) -> Snapshot:
-    """Everything ClusterView shows: queue and dead-letter counts, the recorder's counters and the
-    workers' names (their remote-control queues) in one pipelined round trip, Redis info, one
+    """Everything ClusterView shows: queue and dead-letter counts, the recorder's counters, active
+    alerts and the workers' names (their remote-control queues) in one pipelined round trip, Redis info, one
     broadcast to those workers (it returns when they have answered, at most `timeout`), the
     soonest schedules."""
     app = app or get_app()
@@ -79,8 +80,14 @@ def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCH
         finally:
             cost[part] = time.perf_counter() - start
 
-    reads = (queues.counts_read(app), deadletters.counts_read(app), recorder.stats_read(app), known_workers_read(app))
-    queue_rows, dead, counters, known = timed("counts", lambda: broker.read(app, *reads))
+    reads = (
+        queues.counts_read(app),
+        deadletters.counts_read(app),
+        recorder.stats_read(app),
+        known_workers_read(app),
+        alerts.active_read(app),
+    )
+    queue_rows, dead, counters, known, firing = timed("counts", lambda: broker.read(app, *reads))
     info = timed("redis", lambda: broker.server_info(app))
     # Named workers: the broadcast returns as soon as they have all answered (a dead one waits `timeout`).
     fleet = timed("workers", lambda: workers(destination=known, timeout=timeout, app=app) if known else {"replies": {}, "missing": []})
@@ -94,5 +101,6 @@ def snapshot(*, timeout: float = SNAPSHOT_TIMEOUT, schedules: int = SNAPSHOT_SCH
         recorder=counters,
         redis=info,
         schedules=listed,
+        alerts=firing,
         cost=cost,
     )

@@ -55,6 +55,17 @@ def test_cluster_view_shows_the_worker_and_three_faces(stack):
     assert set(cost) == {"counts", "redis", "workers", "schedules"} and cost["counts"] < 0.5
 
 
+def test_cluster_view_shows_the_alerts_the_last_health_check_left(make_stack):
+    quiet = make_stack("[alerts]\nbacklog = 1\nno_consumer = false\n")
+    assert "Alerts firing" not in tw.ClusterView(autostart=False, app=quiet.app)._repr_html_()
+    taskkit.submit("tests.add", args=[1, 2], app=quiet.app)  # no worker: it waits
+    taskkit.alerts.check(app=quiet.app)
+    view = tw.ClusterView(autostart=False, app=quiet.app)
+    page = parses(view)
+    assert "Alerts firing (1)" in page and "queue default: 1 messages waiting (threshold 1)" in page
+    assert ", 1 alerts, " in repr(view)
+
+
 def test_cluster_view_refreshes_live_on_the_event_loop_and_stops(stack):
     view = tw.ClusterView(autostart=False, app=stack.app)
     assert view.start() is False and not view.running  # no loop: one read, and it says so

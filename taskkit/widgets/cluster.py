@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import status
@@ -48,7 +49,7 @@ class ClusterView(View):
         waiting = sum(q.waiting for q in s.queues)
         dead = sum(s.deadletters.values())
         return (
-            f"<ClusterView: {len(s.workers)} workers, {len(s.queues)} queues, {waiting} waiting, {dead} dead letters, "
+            f"<ClusterView: {len(s.workers)} workers, {len(s.queues)} queues, {waiting} waiting, {dead} dead letters, {len(s.alerts)} alerts, "
             f"redis {s.redis.get('latency_ms', '?')} ms at {html.when(s.at)} UTC{'; ' + self.error if self.error else ''}>"
         )
 
@@ -128,6 +129,12 @@ class ClusterView(View):
             ],
         )
         parts = [html.section("Workers", workers), html.section("Queues", queues)]
+        if s.alerts:  # as the last `taskkit health` (or the ops.health task) left them
+            firing = html.table(
+                ["since (UTC)", "rule", "subject", "alert"],
+                [(html.when(datetime.fromtimestamp(a["since"], UTC)), a["rule"], a["subject"], a["message"]) for a in s.alerts],
+            )
+            parts.insert(0, html.section(f"Alerts firing ({len(s.alerts)})", firing))
         if orphans:
             parts.append(html.section("Dead letters of undeclared queues", html.table(["queue", "dead letters"], sorted(orphans.items()))))
         parts += [html.section("Schedules", schedules), html.section("Redis and run history", redis)]
