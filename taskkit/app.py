@@ -17,7 +17,7 @@ from .config import ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys
 from .kinds import PRIORITIES
-from .leases import Leases
+from .leases import Leases, install
 from .topology import DEFAULT_QUEUE, Topology
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> Ta
     app.keys = Keys(settings.key_prefix, transport_options=app.conf.broker_transport_options)
     app.conf.task_routes = (app.topology.route,)
     app.steps["consumer"].add(Leases)  # a dead worker's messages go back within broker.lease
+    install()  # kombu's QoS keeps a message it took from a queue but could not record (taskkit.leases.QoS)
     if settings.eager and not _eager_said:
         _eager_said = True
         log.warning("taskkit: eager mode: tasks run in this process, without Redis or a worker")

@@ -27,6 +27,7 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 from celery.worker.request import Request
+from kombu.transport import redis as kombu_redis
 from kombu.transport.redis import Mutex, MutexHeld
 
 from .broker import REDIS_ERRORS, Read, redis_client
@@ -37,6 +38,63 @@ RENEWALS_PER_LEASE = 5  # a live holder misses this many renewals before its mes
 RESTORE_BATCH = 100  # expired messages given back per round at most
 SEEN_FOR = 7 * 86400.0  # seconds a gone worker stays in the seen sets (history marks its runs LOST)
 PRUNE_EVERY = 100  # rounds between removals of gone workers' statuses
+
+
+# Messages BRPOP took from their queue that could not be recorded as unacknowledged (the
+# connection broke between kombu's two commands): (payload, exchange, routing key).
+orphans: list[tuple[dict[str, Any], str, str]] = []
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS with two guards for a Redis that goes away; installed by `install()`.
+
+    - A message BRPOP took but could not record as unacknowledged (kombu's second command
+      failed) was dropped for good; it is kept in `orphans`, and the lease thread puts it
+      back at the head of its queue once Redis answers.
+    - Celery 5.7's consumer, on a lost connection, `collect()`s the connection (which drops
+      the transport's client) and then `close()`s it again; a channel left open by the first
+      pass then restores its unacked messages through a transport without a client, and
+      kombu raises `AttributeError: 'NoneType' object has no attribute 'hostname'` from
+      `_connparams` (the crash of kombu#582, here from restore_unacked), which kills the
+      worker ("Unrecoverable error"; seen in the fault suite's Redis-restart loop). There
+      is no Redis to restore to then; the messages stay in the unacked hash, and leases give
+      them back.
+    """
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except Exception:
+            info = message.delivery_info
+            orphans.append((message._raw, info["exchange"], info["routing_key"]))
+            raise
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        transport = self.channel.connection
+        if client is None and (transport is None or transport.client is None):
+            log.info("taskkit: %d unacked message(s) left for their leases: the connection is already gone", len(self._delivered))
+            self._delivered.clear()
+            return None
+        return super().restore_unacked(client)
+
+
+def install() -> None:
+    """Make kombu's Redis channels (Sentinel ones too) use taskkit's QoS."""
+    kombu_redis.Channel.QoS = QoS
+
+
+def give_back_orphans(channel: Any) -> int:
+    """Put every kept orphan back at the head of its queue (kombu's routing and priority); returns how many."""
+    if not orphans:
+        return 0
+    taken = orphans[:]
+    with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+        for message, exchange, routing_key in taken:
+            channel._do_restore_message(message, exchange, routing_key, pipe)
+        pipe.execute()
+    del orphans[: len(taken)]
+    log.warning("taskkit: %d message(s) taken from a queue as Redis went away put back in it", len(taken))
+    return len(taken)
 
 
 def seen_read(app: Any) -> Read[dict[str, tuple[float, float]]]:
@@ -99,6 +157,7 @@ class Leases(bootsteps.StartStopStep):
         channel = getattr(c.task_consumer, "channel", None)
         if channel is None or channel.connection is None:
             return []
+        give_back_orphans(channel)
         qos = channel.qos
         held = held_tags(c)
         now = time.time()
