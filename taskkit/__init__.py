@@ -9,6 +9,7 @@ import importlib
 
 from . import alerts, deadletters
 from .app import TaskkitApp, create_app, get_app
+from .bulk import Submitted, submit_many
 from .client import rerun, submit
 from .config import Settings, load_settings
 from .control import autoscale, inspect, pause, ping, pool_grow, pool_shrink, queue_info, rate_limit, resume, revoke, workers
@@ -96,6 +97,7 @@ __all__ = [
     "ScheduleError",
     "Settings",
     "Snapshot",
+    "Submitted",
     "TaskkitApp",
     "TaskkitError",
     "TaskkitTask",
@@ -149,6 +151,7 @@ __all__ = [
     "runs",
     "snapshot",
     "submit",
+    "submit_many",
     "upcoming",
     "update_schedule",
     "wait",

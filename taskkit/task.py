@@ -177,13 +177,7 @@ class TaskkitTask(Task):
             raise InvalidArguments(self.name, f"args must be a list, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise InvalidArguments(self.name, f"kwargs must be an object, got {type(kwargs).__name__}")
-        signature = self.__dict__.get("_taskkit_signature")
-        if signature is None:  # computing it costs more than binding: once per task
-            signature = self._taskkit_signature = inspect.signature(self.run)
-        try:
-            signature.bind(*(args or ()), **(kwargs or {}))
-        except TypeError as exc:
-            raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
+        self.check_signature(args, kwargs)
         self._check_size(args, kwargs)
         queues = self.app.topology.queues
         queue = options.get("queue") or self.taskkit_declared.get("queue")  # the caller's, else the task's own
@@ -193,16 +187,29 @@ class TaskkitTask(Task):
             refuse("priority", options["priority"], PRIORITY)
         self._check_delay(options)
 
+    def check_signature(self, args: Any, kwargs: Any) -> None:
+        """The call binds to the task's signature (inspected once per task)."""
+        signature = self.__dict__.get("_taskkit_signature")
+        if signature is None:  # computing it costs more than binding: once per task
+            signature = self._taskkit_signature = inspect.signature(self.run)
+        try:
+            signature.bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise InvalidArguments(self.name, f"{exc} (signature: {self.name}{signature})") from None
+
     def _check_size(self, args: Any, kwargs: Any) -> None:
-        """A message over limits.max_message_bytes is refused: a few huge ones fill a noeviction Redis and stop every write."""
-        limit = self.app.settings.limits.max_message_bytes
-        if not limit:
+        if not self.app.settings.limits.max_message_bytes:
             return
         try:
             size = len(kombu_dumps([args or [], kwargs or {}]))  # as kombu will serialise them (dates, UUIDs, …)
         except (TypeError, ValueError) as exc:
             raise InvalidArguments(self.name, f"not JSON-serialisable ({exc})") from None
-        if size > limit:
+        self.check_size(size)
+
+    def check_size(self, size: int) -> None:
+        """A message over limits.max_message_bytes is refused: a few huge ones fill a noeviction Redis and stop every write."""
+        limit = self.app.settings.limits.max_message_bytes
+        if limit and size > limit:
             raise InvalidArguments(
                 self.name, f"{size:,} bytes as JSON, over limits.max_message_bytes ({limit:,}); pass a reference (a path, a key) instead"
             )

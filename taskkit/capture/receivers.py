@@ -96,15 +96,24 @@ def _sending(properties: dict | None = None, headers: dict | None = None, **_: A
 
 def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", **_: Any) -> None:
     current = publishing.get()
-    rec = recorder_for(current["app"]) if current is not None else None
-    if rec is None or not headers or "id" not in headers:
+    if current is None or not headers or "id" not in headers:
         return
     args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) >= 2 else (None, None)
+    record_sent(current["app"], headers, args, kwargs, routing_key, current.get("priority"), current.get("ts"))
+
+
+def record_sent(
+    app: Any, headers: dict, args: Any, kwargs: Any, routing_key: str, priority: Any, ts: float | None, encoded: Any = None
+) -> None:
+    """The `sent` event of one published message (apply_async's, or one of submit_many's, with its JSON)."""
+    rec = recorder_for(app)
+    if rec is None:
+        return
     rec.record(
         "sent", task=headers.get("task"), id=headers["id"], parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
-        rerun_of=headers.get("rerun_of"), queue=routing_key, priority=current.get("priority"),
-        attempt=(headers.get("retries") or 0) + 1, eta=headers.get("eta"), args=args, kwargs=kwargs, index=True,
-        ts=current.get("ts"),
+        rerun_of=headers.get("rerun_of"), queue=routing_key, priority=priority,
+        attempt=(headers.get("retries") or 0) + 1, eta=headers.get("eta"), args=args, kwargs=kwargs, index=True, ts=ts,
+        encoded=encoded,
     )  # fmt: skip
 
 

@@ -22,6 +22,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from kombu.utils.json import dumps as kombu_dumps
+
 from ..broker import Read, redis_client
 from ..errors import UnknownRun
 from . import rows, tallies
@@ -101,12 +103,16 @@ class Recorder:
         index: bool = False,
         ts: float | None = None,
         tally: Any = NO_TALLY,
+        encoded: tuple[str, str] | None = None,
         **fields: Any,
     ) -> None:
-        """Buffer one event; `tally` is what it adds to the task tallies (capture.tallies.fields)."""
-        if args is not None or kwargs is not None:
-            fields["args"], args_cut = rows.cut(args or [], self.max_value_bytes)
-            fields["kwargs"], kwargs_cut = rows.cut(kwargs or {}, self.max_value_bytes)
+        """Buffer one event; `tally` is what it adds to the task tallies (capture.tallies.fields);
+        `encoded` is the args and kwargs as JSON already (submit_many encodes them once)."""
+        if encoded is None and (args is not None or kwargs is not None):
+            encoded = kombu_dumps(args or []), kombu_dumps(kwargs or {})
+        if encoded is not None:
+            fields["args"], args_cut = rows.cut_text(encoded[0], self.max_value_bytes)
+            fields["kwargs"], kwargs_cut = rows.cut_text(encoded[1], self.max_value_bytes)
             fields["cut"] = ",".join(n for n, c in (("args", args_cut), ("kwargs", kwargs_cut)) if c)
         fields.update(event=event, ts=repr(time.time() if ts is None else ts))
         row = rows.pack(fields)

@@ -27,7 +27,11 @@ CUT_MARK = "…[cut]"  # ends a value cut at history.max_value_bytes
 
 def cut(value: Any, limit: int) -> tuple[str, bool]:
     """JSON of value, cut to `limit` bytes with an explicit marker."""
-    text = kombu_dumps(value)
+    return cut_text(kombu_dumps(value), limit)
+
+
+def cut_text(text: str, limit: int) -> tuple[str, bool]:
+    """JSON text already encoded, cut to `limit` bytes with an explicit marker."""
     if len(text) <= limit:
         return text, False
     return text[: max(limit - len(CUT_MARK), 0)] + CUT_MARK, True

@@ -10,6 +10,7 @@ import click
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from .. import results
+from ..bulk import submit_many
 from ..client import submit as submit_task
 from ..errors import WaitTimeout
 from ..tasks import science
@@ -27,6 +28,12 @@ def _human_result(info: dict[str, Any]) -> str:
 @queue_option
 @priority_option
 @click.option("--countdown", type=float, help="Seconds to wait before running.")
+@click.option(
+    "--each",
+    type=click.File("r"),
+    metavar="FILE",
+    help="One run per line of a JSON-lines file (- for stdin): an args array, a kwargs object, or {args, kwargs}.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
 @json_option
@@ -39,11 +46,17 @@ def submit(
     queue: str | None,
     priority: int | None,
     countdown: float | None,
+    each: Any,
     wait: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Queue TASK by name; prints its id (or, with --wait, its result)."""
+    """Queue TASK by name; prints its id (or, with --wait, its result). With --each, one run per line."""
+    if each is not None:
+        if args or kwargs:
+            raise click.UsageError("--each gives every run its arguments; leave out --args and --kwargs")
+        _submit_each(cli, task, each, queue, priority, countdown, wait, timeout, as_json)
+        return
     res = submit_task(task, args=args or [], kwargs=kwargs, queue=queue, priority=priority, countdown=countdown, app=cli.app)
     if not wait:
         emit({"id": res.id}, as_json, lambda d: d["id"])
@@ -51,6 +64,41 @@ def submit(
     info = results.wait(res.id, timeout=timeout, app=cli.app)
     emit(info, as_json, _human_result)
     if info["state"] != "SUCCESS":
+        sys.exit(1)
+
+
+def _calls(lines: Any) -> list[Any]:
+    calls = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            call = json.loads(line)
+        except ValueError as exc:
+            raise click.UsageError(f"line {number} of --each is not JSON ({exc}); nothing was queued") from None
+        if isinstance(call, dict) and call and set(call) <= {"args", "kwargs"}:
+            call = (call.get("args") or [], call.get("kwargs") or {})
+        calls.append(call)
+    return calls
+
+
+def _submit_each(
+    cli: CliContext, task: str, lines: Any, queue: Any, priority: Any, countdown: Any, wait: bool, timeout: float, as_json: bool
+) -> None:
+    calls = _calls(lines)
+    done = submit_many(task, calls, queue=queue, priority=priority, countdown=countdown, app=cli.app)
+    if not as_json:
+        click.echo(f"queued {len(done):,} runs of {task}", err=True)
+    if not wait:
+        emit({"task": task, "ids": done.ids}, as_json, lambda d: "\n".join(d["ids"]))
+        return
+    counts = done.wait(timeout=timeout)
+    emit(
+        {"task": task, "runs": len(done), "states": counts},
+        as_json,
+        lambda d: ", ".join(f"{k}: {v:,}" for k, v in sorted(d["states"].items())),
+    )
+    if set(counts) != {"SUCCESS"}:
         sys.exit(1)
 
 
