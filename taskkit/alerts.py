@@ -111,7 +111,7 @@ def evaluate(*, app: TaskkitApp | None = None) -> list[Alert]:
     """The alerts firing now (nothing is written)."""
     app = app or get_app()
     a, now = app.settings.alerts, time.time()
-    rows, live, state = read(app, queues.counts_read(app, unacked=False), presence_read(app, _lease(app)), _state_read(app, now))
+    rows, live, state = read(app, queues.counts_read(app, unacked=False), presence_read(app), _state_read(app, now))
     rows = [r for r in rows if r.declared]
     consumed = {q for status in live.values() for q in status.get("queues") or ()}
     out: list[Alert] = []
@@ -232,7 +232,3 @@ def post(url: str, transition: dict[str, Any]) -> bool:
             host = urlsplit(url).hostname  # never the path or query: they may carry a token
             log.warning("taskkit alerts: webhook on %s failed %d times (%s); the alert stays recorded", host, attempt, error)
     return False
-
-
-def _lease(app: TaskkitApp) -> float:
-    return app.settings.broker.lease or app.settings.broker.visibility_timeout

@@ -207,9 +207,10 @@ def status(c: Any) -> dict[str, Any]:
     }
 
 
-def presence_read(app: Any, lease: float) -> Read[dict[str, dict[str, Any]]]:
-    """The workers that renewed their leases within `lease` seconds, with their status()."""
+def presence_read(app: Any) -> Read[dict[str, dict[str, Any]]]:
+    """The workers that renewed their leases within broker.lease (visibility_timeout with leases off), with their status()."""
     keys = app.keys
+    lease = app.settings.broker.lease or app.settings.broker.visibility_timeout
 
     def parse(replies: list[Any]) -> dict[str, dict[str, Any]]:
         live, statuses = replies

@@ -85,18 +85,15 @@ class Collector:
 
     def _read(self) -> tuple[float, dict[str, Any]]:
         app = self.app
-        with redis_client(app) as client:
+        with redis_client(app) as client:  # connection errors come out as BrokerUnavailable
             begin = time.perf_counter()
-            try:
-                client.ping()
-            except Exception as exc:
-                raise _unavailable(app, exc) from None
+            client.ping()
             latency = time.perf_counter() - begin
         reads: dict[str, Read[Any]] = {
             "tasks": Read(lambda pipe: pipe.hgetall(app.keys.tallies()), lambda r: tallies.parse(r[0])),
             "queues": queues.counts_read(app),
             "deadletters": deadletters.counts_read(app),
-            "workers": presence_read(app, app.settings.broker.lease or app.settings.broker.visibility_timeout),
+            "workers": presence_read(app),
             "beat": _beat_read(app),
             "redis": Read(lambda pipe: pipe.info(), lambda r: r[0]),
             "recorder": recorder.stats_read(app),
@@ -109,7 +106,7 @@ class Collector:
         except BrokerUnavailable:
             raise
         except Exception as exc:  # a reply we cannot parse, INFO renamed away: report Redis, not a 500
-            raise _unavailable(app, exc) from None
+            raise unavailable(app, exc) from None
 
     def _builders(self, latency: float) -> list[Callable[[Any], Iterable[Metric]]]:
         return [_tasks, self._queues, _deadletters, _workers, _beat, lambda info: _redis(info, latency), _recorder]
@@ -138,10 +135,6 @@ class Collector:
         yield age
         if self.per_level:
             yield levels
-
-
-def _unavailable(app: TaskkitApp, exc: BaseException) -> BrokerUnavailable:
-    return exc if isinstance(exc, BrokerUnavailable) else unavailable(app, exc)
 
 
 def _beat_read(app: TaskkitApp) -> Read[dict[str, Any]]:
