@@ -366,6 +366,7 @@ args = ["gone", 1]
     taskkit.add_schedule("mine", "tests.record", every="1h", args=["mine", 1], app=app)
     taskkit.add_schedule("paused", "tests.record", every="0.25s", args=["paused", 1], enabled=False, app=app)
     stack.start_beat("first")
+    wait_until(lambda: "declared schedules synced" in log_of(stack, "first"), 10, "the sync")  # after the lock, in the first tick
     wait_until(lambda: taskkit.get_schedule("keep", app=app).total_run_count >= 3, 10, "the declared schedule to run")
     found = {s.name: s for s in taskkit.list_schedules(app=app)}
     assert set(found) == {"keep", "gone", "mine", "paused"}
