@@ -22,8 +22,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 from celery.worker.request import Request
@@ -58,7 +61,10 @@ class QoS(kombu_redis.QoS):
       `_connparams` (the crash of kombu#582, here from restore_unacked), which kills the
       worker ("Unrecoverable error"; seen in the fault suite's Redis-restart loop). There
       is no Redis to restore to then; the messages stay in the unacked hash, and leases give
-      them back.
+      them back. A task that ends after its channel was closed acks through no connection
+      the same way (`'NoneType' object has no attribute 'client'`); that is raised as the
+      connection error it is, which kombu's and Celery's callers already handle ("Couldn't
+      ack"), and the message's lease gives it back.
     """
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -69,9 +75,19 @@ class QoS(kombu_redis.QoS):
             orphans.append((message._raw, info["exchange"], info["routing_key"]))
             raise
 
-    def restore_unacked(self, client: Any = None) -> Any:
+    def _gone(self) -> bool:
         transport = self.channel.connection
-        if client is None and (transport is None or transport.client is None):
+        return transport is None or transport.client is None
+
+    @contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe is None and client is None and self._gone():
+            raise redis.ConnectionError("the channel's connection is closed")
+        with super().pipe_or_acquire(pipe, client) as acquired:
+            yield acquired
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        if client is None and self._gone():
             log.info("taskkit: %d unacked message(s) left for their leases: the connection is already gone", len(self._delivered))
             self._delivered.clear()
             return None

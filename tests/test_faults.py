@@ -7,6 +7,7 @@ counts the README quotes).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -236,3 +237,21 @@ def test_closing_a_collected_connection_does_not_crash_the_worker(make_stack):
     conn._do_close_transport()  # what Connection.collect() leaves behind: the transport has no client
     conn.close()  # without taskkit's guard: AttributeError: 'NoneType' object has no attribute 'hostname'
     assert stack.redis.hlen(stack.app.keys.unacked()) == 1  # still recorded: its lease gives it back
+
+
+def test_an_ack_after_its_channel_closed_is_a_connection_error_not_a_crash(make_stack):
+    """A task that ends after the consumer closed its channel (a lost connection): kombu acked
+    through no connection and raised AttributeError, killing the worker."""
+    stack = make_stack()
+    sent = taskkit.submit("tests.add", args=[1, 2], app=stack.app)
+    conn = kombu.Connection(stack.url, transport_options=stack.app.conf.broker_transport_options)
+    got: list = []
+    consumer = kombu.Consumer(conn.default_channel, [stack.app.amqp.queues["default"]], callbacks=[lambda _, m: got.append(m)])
+    consumer.consume()
+    conn.drain_events(timeout=5)
+    assert [m.headers["id"] for m in got] == [sent.id]
+    conn._do_close_transport()
+    conn.close()  # the channel is closed now; its message is still held by the "task"
+    with pytest.raises(redis.ConnectionError):
+        got[0].ack()  # without taskkit's guard: AttributeError: 'NoneType' object has no attribute 'client'
+    got[0].ack_log_error(logging.getLogger("test"), conn.connection_errors)  # how Celery acks: logged, not raised
