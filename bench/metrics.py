@@ -24,7 +24,7 @@ from redis.connection import Connection
 import taskkit
 from bench.common import redis_server, seed_history
 from taskkit import metrics
-from taskkit.capture.rows import FIELDS, SEP
+from taskkit.capture.rows import FIELDS, SEP, entry_rows
 from taskkit.config import load_settings
 
 REPEAT = 20
@@ -56,8 +56,9 @@ def stream_counts(r: redis.Redis, key: str) -> Counter:
     last = "-"
     while page := r.xrange(key, min=last, count=50_000):
         for _, fields in page:
-            row = fields[b"v"].decode().split(SEP)
-            counts[(row[task], row[queue], row[event])] += 1
+            for line in entry_rows(fields).decode().split("\n"):
+                row = line.split(SEP)
+                counts[(row[task], row[queue], row[event])] += 1
         last = b"(" + page[-1][0]
     return counts
 

@@ -81,11 +81,15 @@ class Keys:
         return self.own("redbeat") + ":"
 
     def runs(self) -> str:
-        """The run-history stream: one entry per lifecycle event of every task run."""
+        """The run-history stream: one entry per recorder batch of lifecycle events (capture.rows)."""
         return self.own("runs")
 
+    def run_entries(self) -> str:
+        """The history stream's batch entries, oldest first, with their row counts ("id n", a list; for trimming)."""
+        return self.own("runs", "entries")
+
     def run_index(self, task_id: str) -> str:
-        """Stream id of the event that carries a run's original arguments (for rerun)."""
+        """Stream id of the entry with the event that carries a run's original arguments (for rerun)."""
         return self.own("run", task_id)
 
     def recorder_stats(self) -> str:

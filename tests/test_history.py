@@ -53,6 +53,7 @@ def test_success_is_recorded_with_timings(stack):
     mine = ev[ev["id"] == res.id]
     assert list(mine["event"]) == ["sent", "received", "started", "succeeded"]
     assert json.loads(mine.iloc[0]["args"]) == ["hist-ok", 0.5] and mine.iloc[-1]["result_size"] > 0
+    assert mine["args"].isna().tolist() == [False, True, True, True]  # `sent` has them: `received` does not repeat them
     assert str(mine["ts"].dtype) == "datetime64[ns, UTC]" and mine["event"].dtype == "category"
 
 
@@ -101,6 +102,9 @@ def test_plain_celery_client_is_recorded_worker_side(stack):
     assert res.get(timeout=10) == 42
     row = run_row(stack, res.id, "SUCCESS")
     assert pd_isna(row["sent_at"]) and row["received_at"] is not None and row["queue_wait"] >= 0
+    received = taskkit.events(event="received", app=stack.app).set_index("id").loc[res.id]
+    assert received["args"] == "[20, 22]" and received["kwargs"] == "{}"  # no `sent`: `received` keeps them (and rerun works)
+    assert taskkit.rerun(res.id, app=stack.app).get(timeout=10) == 42
     plain.close()
 
 
@@ -152,15 +156,22 @@ def test_long_arguments_are_cut_with_a_marker_and_rerun_refuses(stack):
         taskkit.rerun("no-such-id", app=stack.app)
 
 
-def test_retention_trims_by_length(make_stack):
+def _batch(rec, ids, event="sent"):
+    for task_id in ids:
+        rec.record(event, task="tests.add", id=task_id, args=[1, 2], kwargs={}, index=True)
+    rec.flush()
+
+
+def test_retention_keeps_about_max_events_in_whole_batches(make_stack):
     small = make_stack("[history]\nmax_events = 100\n")
     rec = __import__("taskkit.capture.recorder", fromlist=["recorder_for"]).recorder_for(small.app)
-    for i in range(2000):
-        rec.record("sent", task="tests.add", id=f"t{i}", args=[i, i], kwargs={}, index=True)
-    rec.flush()
-    length = small.redis.xlen(small.app.keys.runs())
-    assert 100 <= length < 400  # MAXLEN ~ trims in whole stream nodes
-    assert taskkit.events(app=small.app)["id"].iloc[-1] == "t1999"
+    for b in range(20):
+        _batch(rec, [f"t{b}-{i}" for i in range(30)])
+    ids = list(taskkit.events(app=small.app)["id"])
+    held = int(small.redis.hget(small.app.keys.recorder_stats(), "held"))
+    assert held == len(ids) and 100 <= held < 130  # never fewer than max_events, at most one batch more
+    assert ids[-1] == "t19-29" and small.redis.xlen(small.app.keys.runs()) == held // 30
+    assert small.redis.llen(small.app.keys.run_entries()) == held // 30
 
 
 def test_retention_trims_by_age(make_stack):
@@ -168,15 +179,52 @@ def test_retention_trims_by_age(make_stack):
     from taskkit.capture.recorder import recorder_for
 
     rec = recorder_for(aged.app)
-    for i in range(300):
-        rec.record("sent", task="tests.add", id=f"old{i}")
-    rec.flush()
+    for b in range(3):
+        _batch(rec, [f"old{b}-{i}" for i in range(100)])
     time.sleep(2.5)
     rec.batches = 0  # the next batch trims by age
-    rec.record("sent", task="tests.add", id="new")
-    rec.flush()
-    ids = set(taskkit.events(app=aged.app)["id"])
-    assert "new" in ids and len(ids) < 150  # MINID ~ drops whole nodes of old events
+    _batch(rec, ["new"])
+    assert list(taskkit.events(app=aged.app)["id"]) == ["new"]
+    assert aged.redis.hget(aged.app.keys.recorder_stats(), "held") == b"1"
+
+
+def test_a_stream_of_the_first_layout_is_read_counted_and_trimmed(make_stack):
+    """A fleet upgrades in place: one-row entries (field v) stay readable, count toward max_events
+    and go first; rerun finds arguments in either layout."""
+    from taskkit.capture import rows
+    from taskkit.capture.recorder import recorded_call, recorder_for
+
+    old = make_stack("[history]\nmax_events = 100\n")
+    stream = old.app.keys.runs()
+    for i in range(80):
+        fields = {"event": "sent", "ts": repr(time.time()), "task": "tests.add", "id": f"v1-{i}", "args": "[1, 2]", "kwargs": "{}"}
+        entry = old.redis.xadd(stream, {rows.LEGACY: rows.pack(fields)})
+        old.redis.set(old.app.keys.run_index(f"v1-{i}"), entry)
+    assert recorded_call(old.app, "v1-3")["args"] == "[1, 2]"
+    rec = recorder_for(old.app)
+    _batch(rec, [f"v2-{i}" for i in range(50)])  # 130 held: the 30 oldest one-row entries go
+    ids = list(taskkit.events(app=old.app)["id"])
+    assert ids == [f"v1-{i}" for i in range(30, 80)] + [f"v2-{i}" for i in range(50)]
+    assert old.redis.hget(old.app.keys.recorder_stats(), "held") == b"100"
+    _batch(rec, [f"v3-{i}" for i in range(60)])  # the rest of the one-row entries, then whole batches
+    ids = list(taskkit.events(app=old.app)["id"])
+    assert ids == [f"v2-{i}" for i in range(50)] + [f"v3-{i}" for i in range(60)]
+    assert recorded_call(old.app, "v2-7")["args"] == "[1, 2]" and recorded_call(old.app, "v3-59")["task"] == "tests.add"
+
+
+def test_since_id_reads_only_what_is_new(make_stack):
+    tail = make_stack("")
+    from taskkit.capture.recorder import recorder_for
+
+    rec = recorder_for(tail.app)
+    _batch(rec, ["a1", "a2"])
+    first = taskkit.events(app=tail.app)
+    assert list(first["id"]) == ["a1", "a2"] and first.attrs["last_id"]
+    same = taskkit.events(since_id=first.attrs["last_id"], app=tail.app)
+    assert same.empty and same.attrs["last_id"] == first.attrs["last_id"]
+    _batch(rec, ["b1"], event="received")
+    new = taskkit.events(since_id=first.attrs["last_id"], app=tail.app)
+    assert list(new["id"]) == ["b1"] and new.attrs["last_id"] > first.attrs["last_id"]
 
 
 def cli(stack, *args):

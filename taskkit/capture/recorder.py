@@ -35,36 +35,72 @@ BATCH = 2000  # events per script call
 BUFFER_CAP = 100_000  # events kept while Redis is unreachable; older ones are dropped and counted
 TRIM_EVERY = 50  # batches between age trims (MINID)
 WARN_EVERY = 30.0  # seconds between warnings while Redis stays unreachable
-STATS = ("written", "failed", "dropped")  # fields of the counters hash
+STATS = ("written", "failed", "dropped")  # fields of the counters hash (and "held": events in the stream now)
+INDEXED = ("sent", "received")  # the events that carry a run's arguments, indexed for rerun
 
-# XADD every row (MAXLEN ~ caps the length), remember where each run's arguments are
-# (for rerun), add to the counters and the tallies, and now and then drop events older than
-# max_age (MINID ~). KEYS: stream, counters, tallies. ARGV: max_events, minid, index ttl,
-# index prefix, failed, dropped, rows, tally counts, tally sums, minute prefix, minute ttl;
-# then per event: row, task id to index ('' = none); per tally count: field, n; per tally
-# sum: field, seconds; then per minute count: minute, field, n.
+# One entry per batch (rows.COUNT, rows.BLOCK), remember where each run's arguments are (for
+# rerun), add to the counters and the tallies, and keep the stream to about max_events events
+# and max_age (given now and then). The stream's entries are listed oldest first with their
+# row counts (KEYS[4], "id n"), so trimming knows how many events an entry holds without
+# reading it; entries of the one-row-per-entry layout (a stream begun before batching) are
+# the oldest and are trimmed first. Whole entries only: never fewer than max_events, at most
+# one batch more. KEYS: stream, counters, tallies, entry list. ARGV: max_events, minid (ms,
+# '' = no age trim), index ttl, index prefix, failed, dropped, rows, tally counts, tally sums,
+# minute prefix, minute ttl, block, indexed; then the task ids to index; per tally count:
+# field, n; per tally sum: field, seconds; per minute count: minute, field, n.
 _WRITE = """
-local rows_end = 11 + 2 * tonumber(ARGV[7])
-local counts_end = rows_end + 2 * tonumber(ARGV[8])
+local n, max, minid = tonumber(ARGV[7]), tonumber(ARGV[1]), ARGV[2]
+local index_end = 13 + tonumber(ARGV[13])
+local counts_end = index_end + 2 * tonumber(ARGV[8])
 local sums_end = counts_end + 2 * tonumber(ARGV[9])
-for i = 12, rows_end, 2 do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'v', ARGV[i])
-  if ARGV[i + 1] ~= '' then
-    redis.call('SET', ARGV[4] .. ARGV[i + 1], id, 'NX', 'EX', ARGV[3])
-  end
+if redis.call('HEXISTS', KEYS[2], 'held') == 0 then  -- first batch, or the hash was lost: count what is there
+  local held = redis.call('XLEN', KEYS[1]) - redis.call('LLEN', KEYS[4])
+  for _, e in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do held = held + tonumber(string.match(e, ' (%d+)$')) end
+  redis.call('HSET', KEYS[2], 'held', held)
 end
-for i = rows_end + 1, counts_end, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local id = redis.call('XADD', KEYS[1], '*', 'n', n, 'b', ARGV[12])
+redis.call('RPUSH', KEYS[4], id .. ' ' .. n)
+for i = 14, index_end do redis.call('SET', ARGV[4] .. ARGV[i], id, 'NX', 'EX', ARGV[3]) end
+for i = index_end + 1, counts_end, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 for i = counts_end + 1, sums_end, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
 for i = sums_end + 1, #ARGV, 3 do
   local key = ARGV[10] .. ARGV[i]
   redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
   redis.call('EXPIRE', key, ARGV[11])
 end
-redis.call('HINCRBY', KEYS[2], 'written', ARGV[7])
+redis.call('HINCRBY', KEYS[2], 'written', n)
 if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'failed', ARGV[5]) end
 if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[2], 'dropped', ARGV[6]) end
-if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end
-return #ARGV
+local held = redis.call('HINCRBY', KEYS[2], 'held', n)
+local legacy = redis.call('XLEN', KEYS[1]) - redis.call('LLEN', KEYS[4])
+if legacy > 0 and held > max then  -- one-row entries are the oldest: trim exactly the excess of them
+  local k = math.min(legacy, held - max)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', redis.call('XLEN', KEYS[1]) - k)
+  legacy, held = legacy - k, redis.call('HINCRBY', KEYS[2], 'held', -k)
+end
+local age = minid ~= '' and tonumber(minid) or nil
+local popped, removed, cut = 0, 0, nil
+while true do
+  local head = redis.call('LINDEX', KEYS[4], 0)
+  if not head then break end
+  local hid, hn = string.match(head, '^(%S+) (%d+)$')
+  hn = tonumber(hn)
+  local old = age and tonumber(string.match(hid, '^(%d+)')) < age
+  if not (old or (legacy == 0 and held - removed - hn >= max)) then break end
+  redis.call('LPOP', KEYS[4])
+  popped, removed, cut = popped + 1, removed + hn, hid
+end
+local bound = nil
+if cut then
+  local ms, seq = string.match(cut, '^(%d+)-(%d+)$')
+  bound = ms .. '-' .. (tonumber(seq) + 1)
+end
+if age and (not bound or tonumber(string.match(bound, '^(%d+)')) < age) then bound = minid end
+if bound then
+  local gone = removed + redis.call('XTRIM', KEYS[1], 'MINID', bound) - popped  -- one-row entries count one
+  if gone > 0 then redis.call('HINCRBY', KEYS[2], 'held', 0 - gone) end  -- (Redis refuses "-0")
+end
+return n
 """
 NO_TALLY: tuple[Any, ...] = ((), (), ())
 
@@ -77,6 +113,7 @@ class Recorder:
         h = app.settings.history
         self.max_value_bytes, self.max_events, self.max_age = h.max_value_bytes, h.max_events, h.max_age
         self.stream = app.keys.runs()
+        self.entries_key = app.keys.run_entries()
         self.stats_key = app.keys.recorder_stats()
         self.tallies_key = app.keys.tallies()
         self.minute_prefix = app.keys.minute("")
@@ -166,15 +203,18 @@ class Recorder:
         counts: Counter[str] = Counter()
         sums: Counter[str] = Counter()
         minutes: Counter[tuple[int, str]] = Counter()
-        rows_argv: list[Any] = []
+        packed: list[str] = []
+        indexed: list[str] = []
         for row, index_id, (tally_counts, tally_sums, tally_minutes) in batch:
-            rows_argv += (row, index_id)
+            packed.append(row)
+            if index_id:
+                indexed.append(index_id)
             counts.update(tally_counts)
             minutes.update(tally_minutes)
             for name, seconds in tally_sums:
                 sums[name] += seconds
         argv: list[Any] = [self.max_events, minid, max(int(self.max_age), 1), self.index_prefix, failed, dropped]
-        argv += [len(batch), len(counts), len(sums), self.minute_prefix, tallies.MINUTE_TTL, *rows_argv]
+        argv += [len(batch), len(counts), len(sums), self.minute_prefix, tallies.MINUTE_TTL, rows.block(packed), len(indexed), *indexed]
         for name, n in counts.items():
             argv += (name, n)
         for name, seconds in sums.items():
@@ -184,7 +224,7 @@ class Recorder:
         with redis_client(self.app) as client:
             if self._script is None:
                 self._script = client.register_script(_WRITE)
-            self._script(keys=[self.stream, self.stats_key, self.tallies_key], args=argv, client=client)
+            self._script(keys=[self.stream, self.stats_key, self.tallies_key, self.entries_key], args=argv, client=client)
         self._unreported = [0, 0]
 
 
@@ -208,9 +248,10 @@ def recorded_call(app: Any, task_id: str) -> dict[str, Any]:
     with redis_client(app) as client:
         stream_id = client.get(app.keys.run_index(task_id))
         entry = client.xrange(app.keys.runs(), stream_id, stream_id) if stream_id else []
-    if not entry:
+    lines = rows.entry_rows(entry[0][1]).split(b"\n") if entry else []
+    found = (row for line in lines if (row := rows.unpack(line))["id"] == task_id and row["event"] in INDEXED)
+    if (row := next(found, None)) is None:
         raise UnknownRun(task_id)
-    row = rows.unpack(entry[0][1][rows.FIELD.encode()])
     return {
         "task": row["task"], "args": row["args"], "kwargs": row["kwargs"], "cut": row["cut"].split(",") if row["cut"] else [],
         "queue": row["queue"] or None, "priority": int(row["priority"]) if row["priority"] else None,
