@@ -23,6 +23,7 @@ from . import letters, rows, tallies
 from .recorder import Recorder, recorder_for
 
 SENT_HEADER = "taskkit_sent"  # when the message was published (UNIX seconds): a run's queue wait starts there
+RECORDED_HEADER = "taskkit_recorded"  # the client recorded `sent` with the arguments: `received` need not repeat them
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def _sending(properties: dict | None = None, headers: dict | None = None, **_: A
         current.update(priority=(properties or {}).get("priority"), ts=time.time())
         if headers is not None:
             headers[SENT_HEADER] = current["ts"]
+            if recorder_for(current["app"]) is not None:
+                headers[RECORDED_HEADER] = 1
 
 
 def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", **_: Any) -> None:
@@ -123,10 +126,14 @@ def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
         return
     info = request.delivery_info or {}
     rd = request.request_dict
+    # From a recording taskkit client, `sent` holds the arguments (and the rerun index): the
+    # worker's main process spares encoding them again. From any other client, `received` does.
+    ours = rd.get(RECORDED_HEADER)  # custom headers are part of the request
+    args, kwargs = (None, None) if ours else (request.args, request.kwargs)
     rec.record(
         "received", task=request.name, id=request.id, parent_id=rd.get("parent_id"), root_id=rd.get("root_id"),
         rerun_of=rd.get("rerun_of"), queue=info.get("routing_key"), priority=info.get("priority"), worker=request.hostname,
-        attempt=(rd.get("retries") or 0) + 1, eta=rd.get("eta"), args=request.args, kwargs=request.kwargs, index=True,
+        attempt=(rd.get("retries") or 0) + 1, eta=rd.get("eta"), args=args, kwargs=kwargs, index=not ours,
     )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -82,17 +84,29 @@ def _calls(lines: Any) -> list[Any]:
     return calls
 
 
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr, fed (done, total), when stderr is a terminal; None otherwise (scripts parse the output)."""
+    if not total or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_percent=True) as bar:
+        yield lambda done, _total: bar.update(done - bar.pos)
+
+
 def _submit_each(
     cli: CliContext, task: str, lines: Any, queue: Any, priority: Any, countdown: Any, wait: bool, timeout: float, as_json: bool
 ) -> None:
     calls = _calls(lines)
-    done = submit_many(task, calls, queue=queue, priority=priority, countdown=countdown, app=cli.app)
+    with _progress("publishing", len(calls)) as on_batch:
+        done = submit_many(task, calls, queue=queue, priority=priority, countdown=countdown, on_batch=on_batch, app=cli.app)
     if not as_json:
         click.echo(f"queued {len(done):,} runs of {task}", err=True)
     if not wait:
         emit({"task": task, "ids": done.ids}, as_json, lambda d: "\n".join(d["ids"]))
         return
-    counts = done.wait(timeout=timeout)
+    with _progress("waiting", len(done)) as on_progress:
+        counts = done.wait(timeout=timeout, on_progress=on_progress)
     emit(
         {"task": task, "runs": len(done), "states": counts},
         as_json,

@@ -1,7 +1,8 @@
 """A sample research workload: a stochastic SIR epidemic model swept over (beta, gamma).
 
 Each grid point is one task that simulates many epidemics at once with numpy and reports
-progress; a chord gathers the points and `sweep_frame` turns them into a DataFrame.
+progress; a chord gathers the points (its header published in batches, `taskkit.bulk.submit_chord`)
+and `sweep_frame` turns them into a DataFrame.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import Celery, chord, current_app, shared_task
+from celery import shared_task
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
-from ..broker import check_reachable
+from ..app import TaskkitApp, get_app
+from ..bulk import submit_chord
 
 DEFAULT_BETAS = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # infections per infectious person per day
 DEFAULT_GAMMAS = (0.1, 0.2)  # recoveries per infectious person per day
@@ -78,16 +80,19 @@ def start_sweep(
     days: int = 160,
     replicates: int = 200,
     seed: int = 0,
-    app: Celery | None = None,
+    app: TaskkitApp | None = None,
 ) -> AsyncResult:
-    """Fan the grid out as a chord; the returned result's `.parent` is the group."""
-    app = app or current_app
-    check_reachable(app)  # before the chord writes anything
+    """Fan the grid out as a chord; the returned result's `.parent` is the group.
+
+    The header goes out through submit_chord: every point checked first, then published in
+    pipelined batches, each message the one Celery's chord would send.
+    """
+    app = app or get_app()
     header = [
         app.signature(simulate.name, (b, g), {"population": population, "days": days, "replicates": replicates, "seed": seed + n})
         for n, (b, g) in enumerate(itertools.product(betas, gammas))
     ]
-    return chord(header, app=app)(app.signature(collect.name))
+    return submit_chord(header, app.signature(collect.name), app=app)
 
 
 def wait_sweep(
