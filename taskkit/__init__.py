@@ -9,7 +9,7 @@ import importlib
 
 from . import alerts, deadletters
 from .app import TaskkitApp, create_app, get_app
-from .bulk import Submitted, submit_many
+from .bulk import Submitted, submit_chord, submit_many
 from .client import rerun, submit
 from .config import Settings, load_settings
 from .control import autoscale, inspect, pause, ping, pool_grow, pool_shrink, queue_info, rate_limit, resume, revoke, workers
@@ -151,6 +151,7 @@ __all__ = [
     "runs",
     "snapshot",
     "submit",
+    "submit_chord",
     "submit_many",
     "upcoming",
     "update_schedule",

@@ -12,7 +12,7 @@ EXPORTED = {
     # the app and settings
     "TaskkitApp", "TaskkitTask", "Settings", "create_app", "get_app", "load_settings", "PROGRESS", "final_failure",
     # submitting and results
-    "submit", "submit_many", "Submitted", "rerun", "result", "wait", "cleanup_results", "Progress", "progress_of",
+    "submit", "submit_many", "submit_chord", "Submitted", "rerun", "result", "wait", "cleanup_results", "Progress", "progress_of",
     # routing
     "Decision", "RetryPolicy", "routes", "explain_route",
     # queues and workers
