@@ -206,6 +206,7 @@ def runs(
 def _lost(state: pd.Series, last_at: pd.Series, worker: pd.Series, app: TaskkitApp) -> tuple[pd.Series, pd.Series]:
     """States with LOST for open runs whose worker is gone, and when it went (NaT for the rest)."""
     lost_at = pd.Series(pd.NaT, index=state.index, dtype="datetime64[ns, UTC]")
+    state = state.astype(str)  # mapped from the categorical events: plain text, then categories of what is there
     open_runs = state.isin(["RECEIVED", "STARTED"])
     if app.settings.broker.lease and open_runs.any():
         seen = read(app, seen_read(app))[0]

@@ -17,6 +17,7 @@ from functools import wraps
 from typing import Any, ClassVar
 
 from celery import Task, states
+from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.dispatch import Signal
 from celery.utils.imports import symbol_by_name
@@ -27,6 +28,19 @@ from .broker import REDIS_ERRORS, check_reachable, unavailable
 from .errors import ConfigError, InvalidArguments, InvalidOption, UnknownQueue
 from .kinds import PRIORITY, SECONDS, refuse
 from .topology import Decision, RetryPolicy
+
+# STARTED as Celery's Redis backend stores it (_store_result: never over a SUCCESS; _set: SETEX or
+# SET, then PUBLISH), in one call. KEYS: the result key. ARGV: the encoded meta, expiry (0: none).
+_STARTED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+if ARGV[2] ~= '0' then redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 PROGRESS = "PROGRESS"  # result state while a task reports progress
 PROGRESS_MIN_INTERVAL = 0.2  # seconds between progress writes; the last one always goes out
@@ -118,18 +132,57 @@ class TaskkitTask(Task):
                 if not isinstance(exc, retry_for) or self.request.called_directly:
                     raise
                 raise self.retry(exc=exc, countdown=backoff_delay(policy, self.request.retries)) from None
+            finally:
+                self._started_stored()  # before Celery stores the outcome (or a retry)
 
         self.run = run_with_retry
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Store STARTED without making the task wait for it (best effort: only a status).
+
+        With Celery's Redis backend, the write is one script call (Celery's own steps: never
+        over a SUCCESS, then SETEX and PUBLISH) whose reply is read when the run stores
+        anything else (progress, its outcome), so Redis applies them in order; the task body
+        starts at once instead of after two round trips (about 0.6 ms; bench.latency).
+        """
         if not self.app.conf.task_track_started or self.ignore_result or self.request.ignore_result:
             return
+        backend, result = self.backend, {"pid": os.getpid(), "hostname": self.request.hostname}
         try:
-            self.backend.store_result(
-                task_id, {"pid": os.getpid(), "hostname": self.request.hostname}, states.STARTED, request=self.request
-            )
-        except REDIS_ERRORS:  # only a status: the task runs anyway, and its outcome is stored as usual
-            pass
+            if not isinstance(backend, RedisBackend):
+                backend.store_result(task_id, result, states.STARTED, request=self.request)
+                return
+            meta = backend._get_result_meta(result=result, state=states.STARTED, traceback=None, request=self.request)
+            meta["task_id"] = task_id
+            pool = backend.client.connection_pool
+            conn = pool.get_connection()
+        except REDIS_ERRORS:  # the task runs anyway, and its outcome is stored as usual
+            return
+        try:
+            conn.send_command("EVAL", _STARTED, 1, backend.get_key_for_task(task_id), backend.encode(meta), int(backend.expires or 0))
+        except REDIS_ERRORS:
+            conn.disconnect()
+            pool.release(conn)
+            return
+        self.request.taskkit_started_write = (pool, conn)
+
+    def _started_stored(self) -> None:
+        """Read the reply of the STARTED write (before_start), if one is outstanding."""
+        held = getattr(self.request, "taskkit_started_write", None)
+        if held is None:
+            return
+        self.request.taskkit_started_write = None
+        pool, conn = held
+        try:
+            conn.read_response()
+        except Exception:  # a lost reply or a refused write: STARTED is best effort, the connection is not reused
+            conn.disconnect()
+        finally:
+            pool.release(conn)
+
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        self._started_stored()  # PROGRESS lands after STARTED
+        super().update_state(*args, **kwargs)
 
     # ------------------------------------------------------------ policy
 

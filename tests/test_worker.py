@@ -184,3 +184,35 @@ def test_running_tasks_show_started_and_run_even_when_storing_it_fails(make_stac
     plain.send_task("tests.record", args=["blind-ran", 1], queue="default")
     plain.close()
     wait_until(lambda: blind.redis.llen("blind-ran"), 15, "the task to run although its result store is down")
+
+
+def test_started_is_never_stored_over_a_success(shared_stack):
+    """The STARTED write (one script call the task does not wait for) keeps Celery's guard."""
+    from taskkit.task import _STARTED
+
+    backend, key = shared_stack.app.backend, shared_stack.app.backend.get_key_for_task("done-already")
+    done = backend.encode({"status": "SUCCESS", "result": 1, "task_id": "done-already"})
+    shared_stack.redis.set(key, done)
+    started = backend.encode({"status": "STARTED", "result": None, "task_id": "done-already"})
+    assert shared_stack.redis.eval(_STARTED, 1, key, started, 60) == 0 and shared_stack.redis.get(key) == done.encode()
+    shared_stack.redis.delete(key)
+    assert shared_stack.redis.eval(_STARTED, 1, key, started, 60) == 1 and 0 < shared_stack.redis.ttl(key) <= 60
+
+
+def test_task_events_reach_a_monitor(shared_stack):
+    """Flower's view: task-received, -started and -succeeded for every run (taskkit's consumer sends them batched)."""
+    seen: dict[str, set[str]] = {}
+    app = shared_stack.app
+    with app.connection_for_read() as conn:
+        recv = app.events.Receiver(conn, handlers={"*": lambda e: seen.setdefault(e.get("uuid", ""), set()).add(e["type"])})
+        consume = recv.itercapture(limit=None, timeout=0.2, wakeup=False)
+        next(consume)  # bound: events from here on reach us
+        ids = [taskkit.submit("tests.add", args=[i, i], app=app).id for i in range(20)]
+        deadline = time.monotonic() + 15
+        wanted = {"task-received", "task-started", "task-succeeded"}
+        while time.monotonic() < deadline and not all(wanted <= seen.get(i, set()) for i in ids):
+            try:
+                next(consume)
+            except TimeoutError:
+                pass
+    assert all(wanted <= seen.get(i, set()) for i in ids), {i: seen.get(i) for i in ids}
