@@ -38,6 +38,7 @@ import taskkit
 from bench.common import redis_server
 from taskkit.app import celery_config
 from taskkit.config import load_settings
+from taskkit.transport import REUSE
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"
@@ -93,6 +94,7 @@ def make_app(name: str, url: str) -> Celery:
         conf = celery_config(load_settings(env={"TASKKIT_BROKER_URL": url, **env}))
         conf.pop("task_routes", None)  # taskkit's router; a plain app gets queue= instead
         conf.pop("worker_consumer", None)  # taskkit's poison-checking consumer needs a taskkit app (app.settings)
+        conf["broker_transport_options"] = {k: v for k, v in conf["broker_transport_options"].items() if k != REUSE}  # taskkit.transport
         app.conf.update(conf)
     else:
         app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": url, **env}), main=f"bench-{tag}")

@@ -17,8 +17,9 @@ from .config import ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys
 from .kinds import PRIORITIES
-from .leases import Leases, install
+from .leases import Leases
 from .topology import DEFAULT_QUEUE, Topology
+from .transport import REUSE, install
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout,
             "socket_keepalive": True,
+            REUSE: True,  # one redis-py client per channel, not one per command (taskkit.transport)
         },
         "broker_connection_timeout": timeout,
         "broker_connection_retry_on_startup": True,  # a worker waits for Redis to come up
@@ -139,7 +141,7 @@ def create_app(settings: Settings | None = None, *, main: str = "taskkit") -> Ta
     app.keys = Keys(settings.key_prefix, transport_options=app.conf.broker_transport_options)
     app.conf.task_routes = (app.topology.route,)
     app.steps["consumer"].add(Leases)  # a dead worker's messages go back within broker.lease
-    install()  # kombu's QoS keeps a message it took from a queue but could not record (taskkit.leases.QoS)
+    install()  # taskkit's QoS and client reuse in kombu's Redis channels (taskkit.transport)
     if settings.eager and not _eager_said:
         _eager_said = True
         log.warning("taskkit: eager mode: tasks run in this process, without Redis or a worker")

@@ -94,11 +94,6 @@ class QoS(kombu_redis.QoS):
         return super().restore_unacked(client)
 
 
-def install() -> None:
-    """Make kombu's Redis channels (Sentinel ones too) use taskkit's QoS."""
-    kombu_redis.Channel.QoS = QoS
-
-
 def give_back_orphans(channel: Any) -> int:
     """Put every kept orphan back at the head of its queue (kombu's routing and priority); returns how many."""
     if not orphans:

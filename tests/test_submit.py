@@ -188,3 +188,22 @@ def test_an_expired_message_is_dropped_unrun(make_stack):
     stack.start_worker("late", concurrency=1)
     assert taskkit.wait(res.id, timeout=15, app=stack.app)["state"] == "REVOKED"
     assert stack.redis.llen("expired") == 0  # it never ran
+
+
+def test_a_taskkit_channel_keeps_one_redis_client_per_pool(shared_stack):
+    """taskkit.transport: kombu builds a redis-py client per command; a taskkit app's channel keeps one."""
+    from celery import Celery
+
+    with shared_stack.app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second and first.ping()
+        channel._pool = None  # what kombu does with a lost connection: a new pool gets a new client
+        with channel.conn_or_acquire() as third:
+            assert third is not first and third.connection_pool is channel.pool
+    plain = Celery(broker=shared_stack.url, set_as_current=False)
+    with plain.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is not second  # a plain Celery app in the same process keeps kombu's behaviour
+    plain.close()
