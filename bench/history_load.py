@@ -78,13 +78,13 @@ def measure(n: int = 1_000_000, rounds: int = 3) -> dict[str, Any]:
         app = _app(url, n)
         write_s = seed_history(app, n)
         r = redis.Redis.from_url(url)
-        held = r.xlen(app.keys.runs())
+        entries = r.xlen(app.keys.runs())
         out = subprocess.run(
             [sys.executable, "-c", f"import json, bench.history_load as h; print(json.dumps(h.read({url!r}, {rounds})))"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        result.update(events=n, entries=held, write_s=write_s, baseline_s=baseline(r, app.keys.runs()))
+        result.update(events=n, entries=entries, write_s=write_s, baseline_s=baseline(r, app.keys.runs()))
     return result
 
 

@@ -97,7 +97,8 @@ def main() -> None:
             NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
             open_s = time.perf_counter() - start
             print(
-                f"\n03-analyse-runs on {r.xlen(app.keys.runs()):,} history events (written in {write_s:.1f}s): every cell in {open_s:.1f}s"
+                f"\n03-analyse-runs on {int(r.hget(app.keys.recorder_stats(), 'held')):,} history events (written in {write_s:.1f}s):"
+                f" every cell in {open_s:.1f}s"
             )
         finally:
             for p in workers:
