@@ -168,7 +168,9 @@ def submit_chord(
     called with the list of their results in header order (unless it is immutable). Every
     call, the body's included, is checked first, and nothing is queued if one is refused.
     Returns the body's AsyncResult, whose `.parent` is the header's GroupResult, as Celery's
-    chord does. In eager mode Celery's own chord runs it in this process.
+    chord does. In eager mode Celery's own chord runs it in this process. If Redis goes away
+    between batches, the points already sent run but the body never fires (the chord size
+    counts them all).
     """
     app = app or get_app()
     sigs = [_single(app, sig, f"header #{i}") for i, sig in enumerate(header)]

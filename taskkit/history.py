@@ -20,41 +20,52 @@ from .app import TaskkitApp, get_app
 from .broker import read, redis_client
 from .capture import rows
 from .capture.rows import FIELDS, SEP, TEXTS, VERSION
+from .errors import InvalidOption
 from .kinds import Since, epoch
 from .leases import seen_read
 
 PAGE_ROWS = 50_000  # rows per XRANGE, about: an entry holds a batch (capture.rows), or one row in the first layout
-SLACK = 10.0  # seconds a batch may reach the stream after its events happened (the recorder writes every 50 ms)
+SLACK = 10.0  # seconds a batch may reach the stream after its events (the recorder writes every 50 ms; longer only
+# while Redis is unreachable), and host clocks may differ from Redis': the window reads this much beyond both ends
+ROW_PREFIX = (VERSION + SEP).encode()  # how every row of this format begins
 TERMINAL = {"succeeded": "SUCCESS", "failed": "FAILURE", "revoked": "REVOKED", "rejected": "REJECTED"}
 STATES = {"sent": "SENT", "received": "RECEIVED", "started": "STARTED", "retried": "RETRY", **TERMINAL}
 CATEGORIES = ("event", "task", "queue", "worker", "exc_type")
 INTEGERS = ("priority", "attempt", "result_size")
 
 
-def _pages(app: TaskkitApp, start: str, end: str, limit: int | None) -> Iterator[tuple[bytes, list[bytes]]]:
-    """(id of its last entry, the rows of each entry) per page of the stream, oldest first, until `limit` rows."""
+def _entries(app: TaskkitApp, start: str, end: str, limit: int | None) -> Iterator[tuple[bytes, int, bytes]]:
+    """(id, row count, rows newline-joined) of each stream entry, oldest first, until `limit` rows."""
     with redis_client(app) as client:
         # Same connections, raw reply: redis-py would build a dict per entry.
         raw = redis.Redis(connection_pool=client.connection_pool)
         raw.set_response_callback("XRANGE", lambda response, **_: response)
-        count, fetched = 64, 0
+        count, fetched = min(64, limit or 64), 0
         while limit is None or fetched < limit:
             page = raw.xrange(app.keys.runs(), start, end, count)
             if not page:
                 return
-            n = sum(rows.entry_count(fields) for _, fields in page)
+            n = 0
+            for entry_id, fields in page:
+                rows_in = rows.entry_count(fields)
+                n += rows_in
+                yield entry_id, rows_in, rows.entry_rows(fields)
             fetched += n
-            yield page[-1][0], [rows.entry_rows(fields) for _, fields in page]
             start = b"(" + page[-1][0]
-            count = max(1, min(PAGE_ROWS, count * PAGE_ROWS // max(n, 1)))  # entries per page for PAGE_ROWS rows
+            # entries per page for about PAGE_ROWS rows, growing at most 4x a page (entries differ in size)
+            count = max(1, min(PAGE_ROWS, 4 * count, count * PAGE_ROWS // max(n, 1)))
 
 
-_DTYPES = {"version": "category", "ts": "float64", **dict.fromkeys(CATEGORIES, "category"), **dict.fromkeys(INTEGERS, "Int64")}
+# pandas' parser: text unless said otherwise (an id like "123" stays text, an empty column too)
+_DTYPES = {
+    **dict.fromkeys(FIELDS, "str"), "version": "category", "ts": "float64",
+    **dict.fromkeys(CATEGORIES, "category"), **dict.fromkeys(INTEGERS, "Int64"),
+}  # fmt: skip
 
 
 def _parse(data: bytes) -> pd.DataFrame:
     """Packed rows → typed columns in one pass: pyarrow's multithreaded CSV reader when it is
-    installed (the notebook extra), else pandas' C parser (about twice the time)."""
+    installed (the notebook extra), else pandas' C parser (slower; bench.history_load)."""
     try:  # deferred: pyarrow is optional and only the read side wants it
         import pyarrow as pa
         from pyarrow import csv
@@ -87,7 +98,7 @@ def _frame(data: bytes) -> pd.DataFrame:
         df = df[df["version"] == VERSION]  # rows of another format version are skipped
     df = df.drop(columns="version")
     # Integer nanoseconds convert several times faster than float seconds (unit="s").
-    df["ts"] = pd.to_datetime((df["ts"].to_numpy() * 1e9).astype("int64"), utc=True)
+    df["ts"] = pd.to_datetime((df["ts"].to_numpy() * 1e9).astype("int64"), unit="ns", utc=True)
     for col in TEXTS:
         present = df[col].notna()
         if present.any():
@@ -117,21 +128,39 @@ def events(
     attempt, args, kwargs (JSON), cut (True when args/kwargs were cut), exc_type, exc_message,
     traceback, result_size (bytes of JSON), eta. `limit` caps the rows read (the oldest
     first). `df.attrs["last_id"]` is where the stream ended: pass it as `since_id` to read
-    only the events written since (a refreshing view reads just what is new).
+    only the events written since (a refreshing view reads just what is new); with `limit`
+    it may also say how far into a batch the limit cut ("ID+K"), so paging loses nothing.
     """
     app = app or get_app()
     now = time.time()
     low, high = (epoch(when, now=now, option=option) for when, option in ((since, "since"), (until, "until")))
-    # Entries are stamped when written, at or after their events: the window's end reads on a little.
-    start = f"({since_id}" if since_id else "-" if low is None else str(int(low * 1000))
+    # Entries are stamped by Redis' clock when written, after their events (by the host's clock):
+    # read SLACK beyond both ends of the window, then keep the events inside it.
+    # since_id: "ID" (read after that entry) or "ID+K" (its first K rows read: a limit cut it)
+    after_id, _, done = (since_id or "").partition("+")
+    start = (after_id if done else f"({after_id}") if since_id else "-" if low is None else str(max(int((low - SLACK) * 1000), 0))
     end = "+" if high is None else str(int((high + SLACK) * 1000))
     last_id: Any = since_id
     blocks: list[bytes] = []
-    for last_id, page in _pages(app, start, end, limit):  # noqa: B007 (the last page's id is kept)
-        blocks += page
+    taken = 0
+    for entry_id, count, block in _entries(app, start, end, None if limit is None else limit + int(done or 0)):
+        if not block.startswith(ROW_PREFIX):  # rows of another format version (a newer writer): skipped
+            last_id = entry_id
+            continue
+        lines = None
+        if done and entry_id.decode() == after_id:  # the rest of a cut entry
+            lines, skip = block.split(b"\n")[int(done) :], int(done)
+        else:
+            skip = 0
+        rest = count - skip
+        if limit is not None and taken + rest > limit:  # the limit cuts this entry: the cursor says how far
+            keep = limit - taken
+            blocks.append(b"\n".join((lines or block.split(b"\n"))[:keep]))
+            last_id = f"{entry_id.decode()}+{skip + keep}"
+            break
+        blocks.append(b"\n".join(lines) if lines is not None else block)
+        taken, last_id = taken + rest, entry_id
     df = _frame(b"\n".join(blocks))  # one copy of the rows, one parse
-    if limit is not None:
-        df = df.iloc[:limit]
     for bound, keep in ((low, pd.Series.ge), (high, pd.Series.le)):
         if bound is not None:
             df = df[keep(df["ts"], pd.Timestamp(bound, unit="s", tz="UTC"))]
@@ -165,6 +194,8 @@ def runs(
     to the queue (taskkit.leases), and the events of the next attempt join the same run.
     """
     app = app or get_app()
+    if filters.get("since_id") is not None:  # a run's earlier events would be missing: its state, times, attempts wrong
+        raise InvalidOption("since_id", filters["since_id"], "runs() needs every event of a run; read events(since_id=...) instead")
     ev = events(app=app, **filters)
     event, ts = ev["event"], ev["ts"]  # categorical: comparisons work on its codes
     ev = ev.assign(

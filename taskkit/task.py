@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import logging
 import os
 import random
 import time
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ClassVar
 
+import redis
 from celery import Task, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore, Reject, Retry
@@ -41,6 +43,8 @@ if ARGV[2] ~= '0' then redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1]) else redis
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
+
+log = logging.getLogger(__name__)
 
 PROGRESS = "PROGRESS"  # result state while a task reports progress
 PROGRESS_MIN_INTERVAL = 0.2  # seconds between progress writes; the last one always goes out
@@ -154,13 +158,15 @@ class TaskkitTask(Task):
                 return
             meta = backend._get_result_meta(result=result, state=states.STARTED, traceback=None, request=self.request)
             meta["task_id"] = task_id
+            command = ("EVAL", _STARTED, 1, backend.get_key_for_task(task_id), backend.encode(meta), int(backend.expires or 0))
             pool = backend.client.connection_pool
             conn = pool.get_connection()
-        except REDIS_ERRORS:  # the task runs anyway, and its outcome is stored as usual
+        except Exception:  # only a status: the task runs anyway, and its outcome is stored as usual
+            log.debug("taskkit: STARTED not stored for %s", task_id, exc_info=True)
             return
         try:
-            conn.send_command("EVAL", _STARTED, 1, backend.get_key_for_task(task_id), backend.encode(meta), int(backend.expires or 0))
-        except REDIS_ERRORS:
+            conn.send_command(*command)
+        except Exception:
             conn.disconnect()
             pool.release(conn)
             return
@@ -175,7 +181,9 @@ class TaskkitTask(Task):
         pool, conn = held
         try:
             conn.read_response()
-        except Exception:  # a lost reply or a refused write: STARTED is best effort, the connection is not reused
+        except redis.ResponseError as exc:  # refused (an ACL without EVAL, out of memory): the connection is fine
+            log.debug("taskkit: STARTED not stored (%s)", exc)
+        except Exception:  # a lost reply: STARTED is best effort; this connection is not reused
             conn.disconnect()
         finally:
             pool.release(conn)

@@ -154,3 +154,9 @@ def pid(grow_mb: int = 0) -> int:
     if grow_mb:
         _hoard.append(b"\x01" * (grow_mb * 2**20))  # written, so resident (bytes(n) may stay untouched zero pages)
     return os.getpid()
+
+
+@shared_task(name="tests.connections_in_use", bind=True)
+def connections_in_use(self: Any) -> int:
+    """Result-store connections this pool process holds right now (its own STARTED write is one)."""
+    return len(self.backend.client.connection_pool._in_use_connections)

@@ -212,6 +212,41 @@ def test_a_stream_of_the_first_layout_is_read_counted_and_trimmed(make_stack):
     assert recorded_call(old.app, "v2-7")["args"] == "[1, 2]" and recorded_call(old.app, "v3-59")["task"] == "tests.add"
 
 
+def _held_is_exact(stack):
+    held = int(stack.redis.hget(stack.app.keys.recorder_stats(), "held"))
+    assert held == len(taskkit.events(app=stack.app))
+    return held
+
+
+def test_retention_stays_exact_while_old_and_new_writers_mix(make_stack):
+    """A rolling upgrade: old writers add one-row entries between the batch entries of new ones."""
+    from taskkit.capture import rows
+    from taskkit.capture.recorder import recorder_for
+
+    mixed = make_stack("[history]\nmax_events = 200\n")
+    rec = recorder_for(mixed.app)
+    for b in range(30):
+        for i in range(7):  # an old writer's events, one entry each
+            fields = {"event": "received", "ts": repr(time.time()), "task": "tests.add", "id": f"old{b}-{i}"}
+            mixed.redis.xadd(mixed.app.keys.runs(), {rows.LEGACY: rows.pack(fields)})
+        _batch(rec, [f"new{b}-{i}" for i in range(25)])
+        assert min(32 * (b + 1), 200) <= _held_is_exact(mixed) < 200 + 25 + 7  # exact, never under max_events
+    assert taskkit.events(app=mixed.app)["id"].iloc[-1] == "new29-24"
+
+
+def test_retention_recovers_when_the_stream_is_deleted_by_hand(make_stack):
+    cleared = make_stack("[history]\nmax_events = 100\n")
+    from taskkit.capture.recorder import recorder_for
+
+    rec = recorder_for(cleared.app)
+    for b in range(6):
+        _batch(rec, [f"a{b}-{i}" for i in range(30)])
+    cleared.redis.delete(cleared.app.keys.runs())  # DEL: the entry list and the count stay behind
+    for b in range(8):
+        _batch(rec, [f"b{b}-{i}" for i in range(30)])
+        assert min(30 * (b + 1), 100) <= _held_is_exact(cleared) < 130
+
+
 def test_since_id_reads_only_what_is_new(make_stack):
     tail = make_stack("")
     from taskkit.capture.recorder import recorder_for
@@ -225,6 +260,27 @@ def test_since_id_reads_only_what_is_new(make_stack):
     _batch(rec, ["b1"], event="received")
     new = taskkit.events(since_id=first.attrs["last_id"], app=tail.app)
     assert list(new["id"]) == ["b1"] and new.attrs["last_id"] > first.attrs["last_id"]
+
+
+def test_since_id_with_a_limit_loses_nothing(make_stack):
+    """Reading a stream of batches 7 rows at a time: every event comes back, in order."""
+    paged = make_stack("")
+    from taskkit.capture.recorder import recorder_for
+
+    rec = recorder_for(paged.app)
+    for b in range(3):
+        _batch(rec, [f"p{b}-{i}" for i in range(10)])
+    seen, last = [], None
+    for _ in range(30):
+        page = taskkit.events(since_id=last, limit=7, app=paged.app)
+        assert len(page) <= 7
+        seen += list(page["id"])
+        last = page.attrs["last_id"]
+        if len(seen) == 30:
+            break
+    assert seen == [f"p{b}-{i}" for b in range(3) for i in range(10)]
+    with pytest.raises(taskkit.InvalidOption, match="since_id"):
+        taskkit.runs(since_id=last, app=paged.app)
 
 
 def cli(stack, *args):

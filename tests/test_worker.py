@@ -216,3 +216,18 @@ def test_task_events_reach_a_monitor(shared_stack):
             except TimeoutError:
                 pass
     assert all(wanted <= seen.get(i, set()) for i in ids), {i: seen.get(i) for i in ids}
+
+
+def test_the_started_write_gives_its_connection_back_whatever_the_run_does(make_stack):
+    """STARTED's reply is read (and its connection released) when a run succeeds, fails, retries or reports progress."""
+    stack = make_stack()
+    stack.start_worker("conns", concurrency=1)
+    baseline = taskkit.submit("tests.connections_in_use", app=stack.app).get(timeout=20)
+    assert baseline >= 1  # its own STARTED write, not yet read back
+    for _ in range(5):
+        taskkit.submit("tests.add", args=[1, 2], app=stack.app).get(timeout=20)
+        with pytest.raises(KeyError):
+            taskkit.submit("tests.fails_with", args=["conns-fail", "KeyError"], app=stack.app).get(timeout=20)
+        assert taskkit.submit("tests.flaky", args=[f"conns-{time.monotonic()}", 1], app=stack.app).get(timeout=20) >= 1
+        taskkit.submit("tests.progressing", args=[3, 0.01], app=stack.app).get(timeout=20)
+    assert taskkit.submit("tests.connections_in_use", app=stack.app).get(timeout=20) == baseline

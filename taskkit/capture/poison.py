@@ -48,13 +48,17 @@ class Consumer(CeleryConsumer):
 
     def on_close(self) -> None:
         self._events_due = None  # a flush pending across a lost connection may not fire: the next event sets a new one
+        self._flush_now()  # what cannot go out now waits in the dispatcher's outbound buffer, which a reconnect resends
         super().on_close()
 
-    def shutdown(self) -> None:
-        try:  # what is still buffered, before Celery's Events step closes the dispatcher
+    def _flush_now(self) -> None:
+        try:
             self._flush_events()
-        except Exception:  # a broker already gone: Celery would lose them too
-            log.debug("taskkit: task events not flushed at shutdown", exc_info=True)
+        except Exception:  # the broker already gone: Celery would lose them too
+            log.debug("taskkit: task events not flushed", exc_info=True)
+
+    def shutdown(self) -> None:
+        self._flush_now()  # what is still buffered, before Celery's Events step closes the dispatcher
         super().shutdown()
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:

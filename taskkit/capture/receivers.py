@@ -87,13 +87,13 @@ def _warn_if_evicting(sender: Any, **_: Any) -> None:
 # ------------------------------------------------------------ run history
 
 
-def _sending(properties: dict | None = None, headers: dict | None = None, **_: Any) -> None:
+def _sending(body: Any = None, properties: dict | None = None, headers: dict | None = None, **_: Any) -> None:
     if (current := publishing.get()) is not None:
         # stamped before the message exists: a worker may receive it before after_task_publish
         current.update(priority=(properties or {}).get("priority"), ts=time.time())
         if headers is not None:
             headers[SENT_HEADER] = current["ts"]
-            if recorder_for(current["app"]) is not None:
+            if recorder_for(current["app"]) is not None and _call_body(body):  # `sent` will hold the arguments
                 headers[RECORDED_HEADER] = 1
 
 
@@ -101,8 +101,13 @@ def _sent(body: Any = None, headers: dict | None = None, routing_key: str = "", 
     current = publishing.get()
     if current is None or not headers or "id" not in headers:
         return
-    args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) >= 2 else (None, None)
+    args, kwargs = (body[0], body[1]) if _call_body(body) else (None, None)
     record_sent(current["app"], headers, args, kwargs, routing_key, current.get("priority"), current.get("ts"))
+
+
+def _call_body(body: Any) -> bool:
+    """A message body of Celery's task protocol 2: (args, kwargs, embed)."""
+    return isinstance(body, (list, tuple)) and len(body) >= 2
 
 
 def record_sent(

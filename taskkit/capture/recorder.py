@@ -40,26 +40,49 @@ INDEXED = ("sent", "received")  # the events that carry a run's arguments, index
 
 # One entry per batch (rows.COUNT, rows.BLOCK), remember where each run's arguments are (for
 # rerun), add to the counters and the tallies, and keep the stream to about max_events events
-# and max_age (given now and then). The stream's entries are listed oldest first with their
-# row counts (KEYS[4], "id n"), so trimming knows how many events an entry holds without
-# reading it; entries of the one-row-per-entry layout (a stream begun before batching) are
-# the oldest and are trimmed first. Whole entries only: never fewer than max_events, at most
-# one batch more. KEYS: stream, counters, tallies, entry list. ARGV: max_events, minid (ms,
-# '' = no age trim), index ttl, index prefix, failed, dropped, rows, tally counts, tally sums,
-# minute prefix, minute ttl, block, indexed; then the task ids to index; per tally count:
-# field, n; per tally sum: field, seconds; per minute count: minute, field, n.
+# and max_age (given now and then). The batch entries are listed oldest first with their row
+# counts (KEYS[4], "id n"), so trimming knows how many events an entry holds without reading
+# it; every other entry holds one row (the first layout: a stream begun before batching, or an
+# old writer during a rolling upgrade). Whole entries only, oldest first: never fewer than
+# max_events, at most one batch more. The counters hash keeps `listed` (the events of the
+# listed entries), counted again when it is missing or the list names entries that are gone
+# (the stream deleted or trimmed by hand), and `held`, the events in the stream after the
+# write (`listed` plus one for every entry not listed). KEYS: stream, counters,
+# tallies, entry list. ARGV: max_events, minid (ms, '' = no age trim), index ttl, index prefix,
+# failed, dropped, rows, tally counts, tally sums, minute prefix, minute ttl, block, indexed;
+# then the task ids to index; per tally count: field, n; per tally sum: field, seconds; per
+# minute count: minute, field, n.
 _WRITE = """
 local n, max, minid = tonumber(ARGV[7]), tonumber(ARGV[1]), ARGV[2]
 local index_end = 13 + tonumber(ARGV[13])
 local counts_end = index_end + 2 * tonumber(ARGV[8])
 local sums_end = counts_end + 2 * tonumber(ARGV[9])
-if redis.call('HEXISTS', KEYS[2], 'held') == 0 then  -- first batch, or the hash was lost: count what is there
-  local held = redis.call('XLEN', KEYS[1]) - redis.call('LLEN', KEYS[4])
-  for _, e in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do held = held + tonumber(string.match(e, ' (%d+)$')) end
-  redis.call('HSET', KEYS[2], 'held', held)
+local function ms(id) return tonumber(string.match(id, '^(%d+)')) end
+local function after(id)
+  local m, seq = string.match(id, '^(%d+)-(%d+)$')
+  return m .. '-' .. (tonumber(seq) + 1)
 end
+local function head()
+  local h = redis.call('LINDEX', KEYS[4], 0)
+  if not h then return nil, 0 end
+  local id, c = string.match(h, '^(%S+) (%d+)$')
+  return id, tonumber(c)
+end
+if redis.call('XLEN', KEYS[1]) < redis.call('LLEN', KEYS[4]) or redis.call('HEXISTS', KEYS[2], 'listed') == 0 then
+  while true do  -- entries of the list that are gone from the stream: the oldest ones
+    local id = head()
+    if not id or #redis.call('XRANGE', KEYS[1], id, id) > 0 then break end
+    redis.call('LPOP', KEYS[4])
+  end
+  local listed = 0
+  for _, e in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do listed = listed + tonumber(string.match(e, ' (%d+)$')) end
+  redis.call('HSET', KEYS[2], 'listed', listed)
+end
+-- events in the stream: those of the listed batch entries, one for every other entry
+local function held() return redis.call('XLEN', KEYS[1]) - redis.call('LLEN', KEYS[4]) + tonumber(redis.call('HGET', KEYS[2], 'listed')) end
 local id = redis.call('XADD', KEYS[1], '*', 'n', n, 'b', ARGV[12])
 redis.call('RPUSH', KEYS[4], id .. ' ' .. n)
+redis.call('HINCRBY', KEYS[2], 'listed', n)
 for i = 14, index_end do redis.call('SET', ARGV[4] .. ARGV[i], id, 'NX', 'EX', ARGV[3]) end
 for i = index_end + 1, counts_end, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 for i = counts_end + 1, sums_end, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
@@ -71,35 +94,32 @@ end
 redis.call('HINCRBY', KEYS[2], 'written', n)
 if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'failed', ARGV[5]) end
 if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[2], 'dropped', ARGV[6]) end
-local held = redis.call('HINCRBY', KEYS[2], 'held', n)
-local legacy = redis.call('XLEN', KEYS[1]) - redis.call('LLEN', KEYS[4])
-if legacy > 0 and held > max then  -- one-row entries are the oldest: trim exactly the excess of them
-  local k = math.min(legacy, held - max)
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', redis.call('XLEN', KEYS[1]) - k)
-  legacy, held = legacy - k, redis.call('HINCRBY', KEYS[2], 'held', -k)
-end
 local age = minid ~= '' and tonumber(minid) or nil
-local popped, removed, cut = 0, 0, nil
-while true do
-  local head = redis.call('LINDEX', KEYS[4], 0)
-  if not head then break end
-  local hid, hn = string.match(head, '^(%S+) (%d+)$')
-  hn = tonumber(hn)
-  local old = age and tonumber(string.match(hid, '^(%d+)')) < age
-  if not (old or (legacy == 0 and held - removed - hn >= max)) then break end
+-- 1. one-row entries older than the oldest batch entry go first (at most 10,000 a write)
+local hid = head()
+local want, one_rows_left = held() - max, false
+if want > 0 then
+  local older = redis.call('XRANGE', KEYS[1], '-', '(' .. hid, 'COUNT', math.min(want, 10000))
+  if #older > 0 then redis.call('XTRIM', KEYS[1], 'MINID', after(older[#older][1])) end
+  one_rows_left = #older == 10000
+end
+if age and ms(hid) >= age then redis.call('XTRIM', KEYS[1], 'MINID', minid) end  -- (older batch entries: in 2.)
+-- 2. then whole batch entries, and the one-row entries between them
+local now, removed, cut = held(), 0, nil
+while not one_rows_left do
+  local bid, bn = head()
+  if not bid then break end
+  if not ((age and ms(bid) < age) or now - removed - bn >= max) then break end
   redis.call('LPOP', KEYS[4])
-  popped, removed, cut = popped + 1, removed + hn, hid
+  removed, cut = removed + bn, bid
 end
-local bound = nil
 if cut then
-  local ms, seq = string.match(cut, '^(%d+)-(%d+)$')
-  bound = ms .. '-' .. (tonumber(seq) + 1)
+  local bound = after(cut)
+  if age and ms(bound) < age then bound = minid end
+  redis.call('XTRIM', KEYS[1], 'MINID', bound)
+  redis.call('HINCRBY', KEYS[2], 'listed', 0 - removed)
 end
-if age and (not bound or tonumber(string.match(bound, '^(%d+)')) < age) then bound = minid end
-if bound then
-  local gone = removed + redis.call('XTRIM', KEYS[1], 'MINID', bound) - popped  -- one-row entries count one
-  if gone > 0 then redis.call('HINCRBY', KEYS[2], 'held', 0 - gone) end  -- (Redis refuses "-0")
-end
+redis.call('HSET', KEYS[2], 'held', held())
 return n
 """
 NO_TALLY: tuple[Any, ...] = ((), (), ())

@@ -131,3 +131,26 @@ def test_cut_marks_long_values():
     text, was_cut = rows.cut(["x" * 100], 20)
     assert was_cut and len(text) == 20 and text.endswith(rows.CUT_MARK)
     assert rows.cut([1], 20) == ("[1]", False)
+
+
+def test_both_history_parsers_give_the_same_frame(monkeypatch):
+    """pyarrow's CSV reader (the notebook extra) and pandas' own parser: the same columns, types and values."""
+    import sys
+
+    import pandas as pd
+
+    from taskkit import history
+
+    packed = [
+        rows.pack({"event": "sent", "ts": "1764650000.25", "task": "t.a", "id": "123", "queue": "q", "priority": 5, "args": "[1]"}),
+        rows.pack({"event": "failed", "ts": "1764650001.5", "task": "t.b", "id": "x-1", "exc_type": "KeyError",
+                   "exc_message": rows.text("no\nkey"), "attempt": 2, "cut": "args"}),
+    ]  # fmt: skip
+    data = "\n".join(packed).encode()
+    arrow = history._frame(data)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails: pandas' parser
+    plain = history._frame(data)
+    pd.testing.assert_frame_equal(arrow, plain, check_categorical=False)
+    assert plain["id"].tolist() == ["123", "x-1"] and plain.loc[1, "exc_message"] == "no\nkey" and plain["cut"].tolist() == [False, True]
+    empty = history._frame(b"")
+    assert list(empty.columns) == list(arrow.columns) and str(empty["ts"].dtype) == "datetime64[ns, UTC]"
