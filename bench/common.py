@@ -50,6 +50,19 @@ def redis_server() -> Iterator[tuple[str, str]]:
         server.wait()
 
 
+def plain_celery_conf(settings: Any) -> dict[str, Any]:
+    """taskkit's Celery settings for a plain Celery app: what only a taskkit app has taken out
+    (its router, its worker consumer, its client reuse in kombu's channels)."""
+    from taskkit.app import celery_config
+    from taskkit.transport import REUSE
+
+    conf = celery_config(settings)
+    conf.pop("task_routes", None)  # taskkit's router; a plain app gets queue= instead
+    conf.pop("worker_consumer", None)  # poison messages, batched task events: what taskkit adds
+    conf["broker_transport_options"] = {k: v for k, v in conf["broker_transport_options"].items() if k != REUSE}
+    return conf
+
+
 def seed_history(app: Any, n: int, *, tasks: int = 1, queues: tuple[str, ...] = ("default",)) -> float:
     """Write n realistic events (sent, received, started, succeeded for n/4 runs, with arguments
     and the tallies workers add) through taskkit's own recorder; returns the seconds it took."""

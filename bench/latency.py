@@ -4,7 +4,7 @@ Variants side by side on one redis-server (started here on a free port), each wi
 `celery worker` (prefork, -c 1 and -c 2), one task in flight at a time after a warm-up:
 
 - defaults   a plain Celery app with Celery's own defaults (only broker and result URLs set)
-- plain      a plain Celery app with taskkit's Celery settings (celery_config minus task_routes)
+- plain      a plain Celery app with taskkit's Celery settings (bench.common.plain_celery_conf)
 - taskkit    taskkit's app as shipped (taskkit.create_app)
 
 With --ablation, taskkit as shipped with one setting changed at a time (see ABLATIONS), to
@@ -35,10 +35,8 @@ from typing import Any
 from celery import Celery
 
 import taskkit
-from bench.common import redis_server
-from taskkit.app import celery_config
+from bench.common import plain_celery_conf, redis_server
 from taskkit.config import load_settings
-from taskkit.transport import REUSE
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"
@@ -91,10 +89,7 @@ def make_app(name: str, url: str) -> Celery:
         app = Celery(f"bench-{tag}", set_as_current=False, broker=url, backend=url)
     elif base == "plain":
         app = Celery(f"bench-{tag}", set_as_current=False)
-        conf = celery_config(load_settings(env={"TASKKIT_BROKER_URL": url, **env}))
-        conf.pop("task_routes", None)  # taskkit's router; a plain app gets queue= instead
-        conf.pop("worker_consumer", None)  # taskkit's poison-checking consumer needs a taskkit app (app.settings)
-        conf["broker_transport_options"] = {k: v for k, v in conf["broker_transport_options"].items() if k != REUSE}  # taskkit.transport
+        conf = plain_celery_conf(load_settings(env={"TASKKIT_BROKER_URL": url, **env}))
         app.conf.update(conf)
     else:
         app = taskkit.create_app(load_settings(env={"TASKKIT_BROKER_URL": url, **env}), main=f"bench-{tag}")

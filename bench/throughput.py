@@ -30,12 +30,10 @@ import redis
 from celery import Celery
 
 import taskkit
-from bench.common import redis_server
-from taskkit.app import celery_config
+from bench.common import plain_celery_conf, redis_server
 from taskkit.capture.recorder import recorder_for
 from taskkit.config import load_settings
 from taskkit.keys import Keys
-from taskkit.transport import REUSE
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "default"
@@ -57,10 +55,7 @@ def build_apps(url: str) -> dict[str, Celery]:
         "quiet": taskkit.create_app(quiet_settings, main="bench-quiet"),
         "plain": Celery("bench-plain", set_as_current=False),
     }
-    conf = celery_config(settings)
-    conf.pop("task_routes", None)  # taskkit's router; plain Celery gets queue= instead
-    conf.pop("worker_consumer", None)  # taskkit's consumer (poison messages, event flushes) is part of what taskkit adds
-    conf["broker_transport_options"] = {k: v for k, v in conf["broker_transport_options"].items() if k != REUSE}  # taskkit.transport
+    conf = plain_celery_conf(settings)
     apps["plain"].conf.update(conf)
     for app in apps.values():
         app.task(name="bench.noop", ignore_result=True)(noop)
