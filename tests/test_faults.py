@@ -223,16 +223,22 @@ def test_a_message_taken_from_its_queue_but_not_recorded_as_unacked_goes_back(ma
         r.execute_command("ACL", "DELUSER", "noindex")
 
 
-def test_closing_a_collected_connection_does_not_crash_the_worker(make_stack):
-    """Celery collects a lost connection, then closes it again: kombu restored unacked messages
-    through a transport without a client and raised AttributeError, killing the worker."""
-    stack = make_stack()
+def _delivered_unacked(stack):
+    """One task message taken from its queue by a bare kombu consumer and not acknowledged."""
     sent = taskkit.submit("tests.add", args=[1, 2], app=stack.app)
     conn = kombu.Connection(stack.url, transport_options=stack.app.conf.broker_transport_options)
     got: list = []
     consumer = kombu.Consumer(conn.default_channel, [stack.app.amqp.queues["default"]], callbacks=[lambda _, m: got.append(m)])
     consumer.consume()
     conn.drain_events(timeout=5)
+    return sent, conn, got
+
+
+def test_closing_a_collected_connection_does_not_crash_the_worker(make_stack):
+    """Celery collects a lost connection, then closes it again: kombu restored unacked messages
+    through a transport without a client and raised AttributeError, killing the worker."""
+    stack = make_stack()
+    sent, conn, got = _delivered_unacked(stack)
     assert [m.headers["id"] for m in got] == [sent.id]  # delivered, not acknowledged
     conn._do_close_transport()  # what Connection.collect() leaves behind: the transport has no client
     conn.close()  # without taskkit's guard: AttributeError: 'NoneType' object has no attribute 'hostname'
@@ -243,12 +249,7 @@ def test_an_ack_after_its_channel_closed_is_a_connection_error_not_a_crash(make_
     """A task that ends after the consumer closed its channel (a lost connection): kombu acked
     through no connection and raised AttributeError, killing the worker."""
     stack = make_stack()
-    sent = taskkit.submit("tests.add", args=[1, 2], app=stack.app)
-    conn = kombu.Connection(stack.url, transport_options=stack.app.conf.broker_transport_options)
-    got: list = []
-    consumer = kombu.Consumer(conn.default_channel, [stack.app.amqp.queues["default"]], callbacks=[lambda _, m: got.append(m)])
-    consumer.consume()
-    conn.drain_events(timeout=5)
+    sent, conn, got = _delivered_unacked(stack)
     assert [m.headers["id"] for m in got] == [sent.id]
     conn._do_close_transport()
     conn.close()  # the channel is closed now; its message is still held by the "task"
