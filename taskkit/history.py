@@ -92,11 +92,8 @@ def _parse(data: bytes) -> pd.DataFrame:
 
 
 def _frame(data: bytes) -> pd.DataFrame:
-    """The events DataFrame of packed rows: typed, other format versions skipped, in event-time order."""
-    df = _parse(data)
-    if (df["version"] != VERSION).any():
-        df = df[df["version"] == VERSION]  # rows of another format version are skipped
-    df = df.drop(columns="version")
+    """The events DataFrame of packed rows (of this format: events() skips entries of others), in event-time order."""
+    df = _parse(data).drop(columns="version")
     # Integer nanoseconds convert several times faster than float seconds (unit="s").
     df["ts"] = pd.to_datetime((df["ts"].to_numpy() * 1e9).astype("int64"), unit="ns", utc=True)
     for col in TEXTS:
@@ -147,19 +144,17 @@ def events(
         if not block.startswith(ROW_PREFIX):  # rows of another format version (a newer writer): skipped
             last_id = entry_id
             continue
-        lines = None
-        if done and entry_id.decode() == after_id:  # the rest of a cut entry
-            lines, skip = block.split(b"\n")[int(done) :], int(done)
-        else:
-            skip = 0
-        rest = count - skip
-        if limit is not None and taken + rest > limit:  # the limit cuts this entry: the cursor says how far
-            keep = limit - taken
-            blocks.append(b"\n".join((lines or block.split(b"\n"))[:keep]))
+        skip = int(done) if done and entry_id.decode() == after_id else 0  # the rest of a cut entry
+        keep = count - skip if limit is None else min(count - skip, limit - taken)
+        if keep < count:  # only part of this entry
+            block = b"\n".join(block.split(b"\n")[skip : skip + keep])
+        if keep:
+            blocks.append(block)
+        taken += keep
+        if skip + keep < count:  # the limit cuts this entry: the cursor says how far
             last_id = f"{entry_id.decode()}+{skip + keep}"
             break
-        blocks.append(b"\n".join(lines) if lines is not None else block)
-        taken, last_id = taken + rest, entry_id
+        last_id = entry_id
     df = _frame(b"\n".join(blocks))  # one copy of the rows, one parse
     for bound, keep in ((low, pd.Series.ge), (high, pd.Series.le)):
         if bound is not None:
