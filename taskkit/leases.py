@@ -49,7 +49,7 @@ orphans: list[tuple[dict[str, Any], str, str]] = []
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's Redis QoS with two guards for a Redis that goes away; installed by `install()`.
+    """kombu's Redis QoS with two guards for a Redis that goes away; installed by `taskkit.transport.install()`.
 
     - A message BRPOP took but could not record as unacknowledged (kombu's second command
       failed) was dropped for good; it is kept in `orphans`, and the lease thread puts it

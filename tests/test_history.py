@@ -247,6 +247,21 @@ def test_retention_recovers_when_the_stream_is_deleted_by_hand(make_stack):
         assert min(30 * (b + 1), 100) <= _held_is_exact(cleared) < 130
 
 
+def test_entries_of_another_format_version_are_skipped(make_stack):
+    """A newer writer's rows (another VERSION, other columns) never break a read."""
+    from taskkit.capture import rows
+    from taskkit.capture.recorder import recorder_for
+
+    mixed = make_stack("")
+    rec = recorder_for(mixed.app)
+    _batch(rec, ["before"])
+    newer = rows.SEP.join(["9", "sent", repr(time.time()), "t", "from-the-future", "extra", "columns"])
+    mixed.redis.xadd(mixed.app.keys.runs(), {rows.COUNT: 2, rows.BLOCK: newer + "\n" + newer})
+    _batch(rec, ["after"])
+    page = taskkit.events(app=mixed.app)
+    assert list(page["id"]) == ["before", "after"]
+
+
 def test_since_id_reads_only_what_is_new(make_stack):
     tail = make_stack("")
     from taskkit.capture.recorder import recorder_for
