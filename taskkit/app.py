@@ -13,13 +13,14 @@ from typing import Any
 from celery import Celery
 
 from . import capture, remote  # noqa: F401 - remote registers the workers' taskkit_status command
+from .broker import celery_options
 from .config import ConfigError, Settings, load_settings
 from .errors import UnknownTask
 from .keys import Keys
 from .kinds import PRIORITIES
 from .leases import Leases
 from .topology import DEFAULT_QUEUE, Topology
-from .transport import REUSE, install
+from .transport import REPLICAS, REUSE, install
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +112,23 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "beat_scheduler": "taskkit.beat:Scheduler",
         "beat_max_loop_interval": s.beat.max_interval,  # an edit takes effect within this
         "beat_schedule": {name: spec.beat_entry() for name, spec in s.schedules.items()},  # synced by the active beat
-        "redbeat_redis_url": s.broker_url,
         "redbeat_key_prefix": Keys(s.key_prefix).redbeat_prefix(),
         "redbeat_lock_timeout": s.beat.lock_timeout,  # a standby takes over this long after the active beat dies
-        # Set, so redbeat neither falls back to (nor warns about) broker_transport_options.
-        "redbeat_redis_options": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
     }
+    _merge(conf, celery_options(s))  # how the broker, the result backend and redbeat reach Redis: a sentinel list, TLS
+    if s.broker.replicas_ack:  # taskkit.transport waits for the replicas after each publish
+        conf["broker_transport_options"][REPLICAS] = (s.broker.replicas_ack, s.broker.timeout)
     if s.eager:
         conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://", result_backend="cache+memory://")
-    for key, value in s.celery.items():  # merge option tables, replace the rest
+    _merge(conf, s.celery)
+    return conf
+
+
+def _merge(conf: dict[str, Any], more: Any) -> None:
+    """Merge option tables, replace the rest."""
+    for key, value in more.items():
         both_tables = isinstance(value, dict) and isinstance(conf.get(key), dict)
         conf[key] = {**conf[key], **value} if both_tables else value
-    return conf
 
 
 _eager_said = False

@@ -1,18 +1,22 @@
-"""Every Redis client taskkit makes, and what it asks the server about itself.
+"""Every Redis client taskkit makes, how Celery's and redbeat's connect, and what taskkit asks the server.
 
 Celery and kombu keep their own connections for messages and results; everything taskkit
 reads or writes itself (history, dead letters, queue depths, schedules, server info) goes
 through the clients made here, so connection errors become one BrokerUnavailable, with the
-password masked, wherever they happen.
+password masked, wherever they happen. `celery_options` turns the broker settings (a
+sentinel list, TLS) into what Celery, kombu and celery-redbeat each expect, so one setting
+configures them all.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
 from celery import Celery
@@ -20,8 +24,9 @@ from kombu.exceptions import OperationalError
 from redbeat.schedulers import get_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
-from .config import mask_url
+from .config import BrokerSettings, Settings, mask_url
 from .errors import BrokerUnavailable
 
 # NoPermissionError: an ACL user that may not run a command (the read-only monitor user and EVAL, say)
@@ -40,32 +45,132 @@ INFO_FIELDS = {  # INFO field -> how taskkit names it (plain data for health, wi
 }
 
 
+# ---------------------------------------------------------------- how every client connects
+
+
+def tls_options(b: BrokerSettings) -> dict[str, Any] | None:
+    """redis-py's TLS arguments, or None without TLS; Celery's broker_use_ssl and redis_backend_use_ssl take the same."""
+    if not b.uses_tls:
+        return None
+    out: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}  # always verify the server
+    if b.tls_ca_file:
+        out["ssl_ca_certs"] = b.tls_ca_file
+    if b.tls_cert_file:
+        out.update(ssl_certfile=b.tls_cert_file, ssl_keyfile=b.tls_key_file)
+    return out
+
+
+def sentinel_addresses(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each sentinel in a `sentinel://h1:26379;sentinel://h2:26379` list."""
+    return [(p.hostname or "localhost", p.port or 26379) for p in map(urlsplit, url.split(";"))]
+
+
+def sentinel_kwargs(s: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: their own password (not Redis's), the timeouts, TLS."""
+    out: dict[str, Any] = {"socket_connect_timeout": s.broker.timeout, "socket_timeout": s.broker.timeout}
+    if s.sentinel_password:
+        out["password"] = s.sentinel_password
+    if tls := tls_options(s.broker):
+        out.update(ssl=True, **tls)
+    return out
+
+
+def celery_options(s: Settings) -> dict[str, Any]:
+    """The Celery settings that say how to reach Redis, for the broker, the result backend and celery-redbeat.
+
+    kombu and Celery's backend take a sentinel list as the URL plus `master_name` and
+    `sentinel_kwargs` in their transport options; redbeat only understands
+    `redis-sentinel://` with a `sentinels` list (sibson/redbeat#199), so it gets that.
+    TLS: the same redis-py arguments for all three.
+    """
+    timeout = s.broker.timeout
+    tls = tls_options(s.broker)
+    out: dict[str, Any] = {
+        "redbeat_redis_url": s.broker_url,
+        # Set, so redbeat neither falls back to (nor warns about) broker_transport_options.
+        "redbeat_redis_options": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
+    }
+    if s.broker.sentinel:
+        sentinel = {"master_name": s.broker.master_name, "sentinel_kwargs": sentinel_kwargs(s)}
+        out["broker_transport_options"] = sentinel
+        out["result_backend_transport_options"] = sentinel
+        first = urlsplit(s.broker_url.split(";")[0])
+        out["redbeat_redis_url"] = "redis-sentinel://"
+        out["redbeat_redis_options"] = {
+            "sentinels": sentinel_addresses(s.broker_url),
+            "service_name": s.broker.master_name,
+            "username": first.username,
+            "password": unquote(first.password) if first.password else None,
+            "db": int(first.path.strip("/") or 0),
+            "socket_timeout": timeout,
+            "sentinel_kwargs": sentinel_kwargs(s),
+        }
+    if tls:
+        out.update(broker_use_ssl=tls, redis_backend_use_ssl=tls, redbeat_redis_use_ssl=tls)
+    return out
+
+
+def _new_client(app: Celery) -> Any:
+    """One pooled client that fails after one timeout (no silent retries); through the sentinels for a sentinel list."""
+    settings: Settings | None = getattr(app, "settings", None)
+    url, timeout = app.conf.broker_url, app.conf.broker_connection_timeout
+    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+    if settings is None or not settings.broker.sentinel:
+        if settings is not None and (tls := tls_options(settings.broker)):
+            options.update(tls)
+        return redis.Redis.from_url(url, **options)
+    first = urlsplit(url.split(";")[0])
+    if tls := tls_options(settings.broker):
+        options.update(ssl=True, **tls)
+    sentinel = Sentinel(
+        sentinel_addresses(url),
+        sentinel_kwargs=sentinel_kwargs(settings),
+        username=first.username,
+        password=unquote(first.password) if first.password else None,
+        db=int(first.path.strip("/") or 0),
+        **options,
+    )
+    # a connection asks the sentinels for the primary each time it connects, so after a failover the next command finds the new one
+    return sentinel.master_for(settings.broker.master_name)
+
+
+def _sentinel_reason(app: Celery) -> str:
+    """Why no sentinel named a primary, sentinel by sentinel, in one line: unreachable, refused, or another master name."""
+    s: Settings = app.settings  # type: ignore[attr-defined]
+    seen = []
+    for host, port in sentinel_addresses(s.broker_url):
+        try:
+            masters = redis.Redis(host, port, retry=Retry(NoBackoff(), 0), **sentinel_kwargs(s)).sentinel_masters()
+        except (redis.RedisError, OSError) as exc:
+            seen.append(f"{host}:{port} {str(exc).rstrip('.') or type(exc).__name__}")
+            continue
+        state = masters.get(s.broker.master_name)
+        if state is None:
+            seen.append(f"{host}:{port} knows only {', '.join(map(repr, sorted(masters))) or 'no master'}")
+        else:  # known, but down (s_down/o_down): a failover may be under way
+            seen.append(f"{host}:{port} sees it {state.get('flags', '?')}")
+    return (
+        f"no sentinel named a primary for broker.master_name={s.broker.master_name!r} ({'; '.join(seen)}); "
+        f"check the master name, the sentinel list and TASKKIT_SENTINEL_PASSWORD"
+    )
+
+
 def unavailable(app: Celery, exc: BaseException | str) -> BrokerUnavailable:
     reason = (str(exc) or type(exc).__name__).rstrip(".")
     if isinstance(exc, redis.exceptions.NoPermissionError):
         reason = f"the Redis user may not do this ({reason}); use the application's ACL user"
+    elif isinstance(exc, MasterNotFoundError) and getattr(app, "settings", None) is not None:
+        reason = _sentinel_reason(app)
     return BrokerUnavailable(mask_url(app.conf.broker_url), reason)
 
 
 @contextmanager
 def redis_client(app: Celery) -> Iterator[Any]:
-    """A redis-py client on the broker; connection errors become BrokerUnavailable.
-
-    redis:// and rediss:// get one pooled client per app that fails after one timeout
-    (no silent retries); sentinel:// goes through kombu, which knows how to find the master.
-    """
-    url = app.conf.broker_url
+    """A redis-py client on the broker (the primary, for a sentinel list); connection errors become BrokerUnavailable."""
     try:
-        if url.startswith("sentinel://"):
-            with app.connection_for_write() as conn:
-                # a plain client on kombu's pool: keys.py already spells kombu's key prefix
-                yield redis.Redis(connection_pool=conn.default_channel.pool)
-            return
         client = app.__dict__.get("_taskkit_redis")
         if client is None:
-            timeout = app.conf.broker_connection_timeout
-            client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
-            app._taskkit_redis = client
+            client = app._taskkit_redis = _new_client(app)
         yield client
     except REDIS_ERRORS as exc:
         raise unavailable(app, exc) from None
@@ -114,11 +219,15 @@ def read(app: Celery, *reads: Read[Any]) -> list[Any]:
 
 
 def check_reachable(app: Celery) -> None:
-    """One PING, once per app, so the first submit to a dead Redis fails within one timeout."""
+    """One PING, once per app, so the first submit to a dead Redis fails within one timeout (and one with too few replicas at once)."""
     if app.__dict__.get("_taskkit_reachable"):
         return
+    replicas = app.settings.broker.replicas_ack if hasattr(app, "settings") else 0
     with redis_client(app) as client:
         client.ping()
+        connected = client.info("replication").get("connected_slaves", 0) if replicas else 0
+    if connected < replicas:  # else every submit would wait out the timeout and fail
+        raise unavailable(app, f"broker.replicas_ack={replicas} but the primary has {connected} connected replicas; start them or lower it")
     app._taskkit_reachable = True
 
 

@@ -50,7 +50,7 @@ from .app import TaskkitApp, get_app
 from .broker import REDIS_ERRORS, check_reachable, redis_client, unavailable
 from .capture.receivers import RECORDED_HEADER, SENT_HEADER, record_sent
 from .capture.recorder import recorder_for
-from .errors import InvalidArguments, InvalidOption, WaitTimeout
+from .errors import InvalidArguments, InvalidOption, NotReplicated, WaitTimeout
 
 BATCH = 1000  # messages per pipelined round trip
 ENDED = ("SUCCESS", "FAILURE", "REVOKED")
@@ -349,12 +349,17 @@ def _publish(app: TaskkitApp, items: list[_Item]) -> None:
     lists: dict[str, list[str]] = {}
     for tag, (template, task_id, args, kwargs, encoded, index) in zip(_uuid4s(len(items)), items, strict=True):
         lists.setdefault(template.key, []).append(template.stamp(task_id, tag, args, kwargs, encoded, now, index))
+    replicas, timeout = app.settings.broker.replicas_ack, app.settings.broker.timeout
     with redis_client(app) as client:
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)  # one connection, so one WAIT covers the whole batch
         for key, blobs in lists.items():
             pipe.lpush(key, *blobs)  # one command per list, in call order (kombu pushes left, pops right)
-        pipe.execute()
+        if replicas:
+            pipe.execute_command("WAIT", replicas, int(timeout * 1000))
+        replies = pipe.execute()
     for template, task_id, args, kwargs, encoded, _ in items:
         props = template.raw["properties"]
         headers = dict(template.raw["headers"], id=task_id, root_id=task_id)
         record_sent(app, headers, args, kwargs, props["delivery_info"]["routing_key"], props.get("priority"), now, encoded=encoded)
+    if replicas and replies[-1] < replicas:  # queued and recorded, but not yet safe from losing the primary
+        raise NotReplicated(f"a batch of {len(items)} tasks", replies[-1], replicas, timeout)

@@ -26,9 +26,10 @@ from .schedule_spec import ScheduleSpec, parse_spec
 ENV_PREFIX = "TASKKIT_"
 CONFIG_ENV = "TASKKIT_CONFIG"  # path of taskkit.toml
 PASSWORD_ENV = "TASKKIT_BROKER_PASSWORD"  # put into URLs that carry none (deploy env files)
+SENTINEL_PASSWORD_ENV = "TASKKIT_SENTINEL_PASSWORD"  # the sentinels' own password (their requirepass), if they have one
 DEFAULT_CONFIG_FILE = "taskkit.toml"
 # TASKKIT_* variables that are not settings: read by their own parts, documented in the README
-OTHER_ENV = {CONFIG_ENV, PASSWORD_ENV, "TASKKIT_LAB_TOKEN", "TASKKIT_METRICS_TOKEN", "TASKKIT_METRICS_BASIC_AUTH"}
+OTHER_ENV = {CONFIG_ENV, PASSWORD_ENV, SENTINEL_PASSWORD_ENV, "TASKKIT_LAB_TOKEN", "TASKKIT_METRICS_TOKEN", "TASKKIT_METRICS_BASIC_AUTH"}
 OTHER_ENV_PREFIXES = ("TASKKIT_TESTBED_",)  # the deploy tests' testbed
 
 # Built-in queues and the priority a message gets when the caller names none.
@@ -57,6 +58,25 @@ class BrokerSettings:
     # back in its queue (taskkit.leases); 0 leaves that to visibility_timeout alone.
     lease: float = setting(10.0, DURATION)
     result_expires: float = setting(86400.0, DURATION)  # seconds results stay in Redis
+    # High availability: with url a sentinel list ("sentinel://h1:26379;sentinel://h2:26379"),
+    # the name the sentinels monitor the primary by.
+    master_name: str = setting("", STR)
+    # A submit returns once this many replicas have its message (Redis WAIT, one per publish or
+    # bulk batch), so losing the primary right after loses nothing acknowledged. 0: off.
+    replicas_ack: int = setting(0, COUNT)
+    # TLS: rediss:// for one Redis; tls = true for a sentinel list (sentinels and Redis both).
+    tls: bool = setting(False, BOOL)
+    tls_ca_file: str = setting("", STR)  # PEM CA bundle that signed the servers' certificates (empty: the system's)
+    tls_cert_file: str = setting("", STR)  # client certificate, when Redis asks for one (tls-auth-clients)
+    tls_key_file: str = setting("", STR)  # its private key
+
+    @property
+    def sentinel(self) -> bool:
+        return self.url.startswith("sentinel://")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.url.startswith("rediss://")
 
     def __repr__(self) -> str:  # never show a password
         return f"BrokerSettings(url={mask_url(self.url)!r}, result_url={mask_url(self.result_url)!r})"
@@ -186,6 +206,7 @@ class Settings:
     schedules: Mapping[str, ScheduleSpec] = field(default_factory=dict)  # [schedules.NAME]: synced by beat
     source: str = "defaults"
     password: str = field(default="", repr=False)  # TASKKIT_BROKER_PASSWORD of the environment loaded from; never shown
+    sentinel_password: str = field(default="", repr=False)  # TASKKIT_SENTINEL_PASSWORD; never shown
 
     @property
     def broker_url(self) -> str:
@@ -201,7 +222,7 @@ class Settings:
     def public(self) -> dict[str, Any]:
         """Plain data for display, passwords masked."""
         out = _as_dict(self)
-        del out["password"]
+        del out["password"], out["sentinel_password"]
         out["broker"].update(url=mask_url(self.broker_url), result_url=mask_url(self.result_url))
         out["routes"] = [{k: v for k, v in _as_dict(r).items() if v not in (None, {}) and k != "index"} for r in self.routes]
         return out
@@ -326,7 +347,8 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
     celery = _celery(data.get("celery", {}), source)
     schedules = _schedules(data.get("schedules", {}), queues, source)
     settings = replace(settings, **sections, queues=queues, routes=routes, celery=celery, schedules=schedules, source=source,
-                       password=env.get(PASSWORD_ENV, ""))  # fmt: skip
+                       password=env.get(PASSWORD_ENV, ""), sentinel_password=env.get(SENTINEL_PASSWORD_ENV, ""))  # fmt: skip
+    _check_broker(settings)
     _check_limits(settings)
     _check_beat(settings)
     return settings
@@ -423,6 +445,36 @@ def _schedules(raw: Any, queues: Mapping[str, int], source: str) -> dict[str, Sc
         if out[name].queue is not None and out[name].queue not in queues:
             raise ConfigError(f"schedules.{name}.queue", out[name].queue, f"a declared queue ({', '.join(queues)})", source=source)
     return out
+
+
+def _check_broker(s: Settings) -> None:
+    """Sentinel and TLS settings that only make sense together."""
+    b = s.broker
+
+    def refuse(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"broker.{key}", mask_url(value) if isinstance(value, str) else value, expected, source=s.source)
+
+    for key in ("url", "result_url"):
+        url = getattr(b, key)
+        if ";" in url and {u.partition("://")[0] for u in url.split(";")} != {"sentinel"}:
+            raise refuse(key, url, "one redis:// or rediss:// URL, or a list of sentinel:// URLs joined by ';'")
+    if b.result_url and b.result_url.startswith("sentinel://") != b.sentinel:
+        raise refuse("result_url", b.result_url, "the same kind of URL as broker.url (both sentinel lists or neither)")
+    if b.sentinel != bool(b.master_name):
+        expected = (
+            "the name the sentinels know the primary by (SENTINEL MASTERS)" if b.sentinel else "empty unless broker.url is a sentinel list"
+        )
+        raise refuse("master_name", b.master_name, expected)
+    if b.tls and not b.sentinel:
+        raise refuse("tls", True, "false unless broker.url is a sentinel list; for one Redis write rediss:// in broker.url")
+    files = {k: getattr(b, k) for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(b, k)}
+    for key, path in files.items():
+        if not b.uses_tls:
+            raise refuse(key, path, "empty unless TLS is on (a rediss:// url, or broker.tls = true with a sentinel list)")
+        if not (Path(path).is_file() and os.access(path, os.R_OK)):
+            raise refuse(key, path, "a PEM file this user can read")
+    if bool(b.tls_cert_file) != bool(b.tls_key_file):
+        raise refuse("tls_key_file" if b.tls_cert_file else "tls_cert_file", "", "set with the other of tls_cert_file and tls_key_file")
 
 
 def _check_beat(s: Settings) -> None:

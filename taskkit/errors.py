@@ -10,6 +10,7 @@
     │   ├── UnknownTask · UnknownQueue · UnknownSchedule · UnknownRun · UnknownDeadLetter · UnknownRunbook
     ├── Unavailable             a part that should answer does not
     │   ├── BrokerUnavailable       Redis
+    │   ├── NotReplicated           fewer replicas than broker.replicas_ack took a message in time
     │   ├── NoReply                 workers, within the timeout
     │   ├── WaitTimeout             a task, within the timeout
     │   ├── DevStackError           the local stack
@@ -156,6 +157,18 @@ class BrokerUnavailable(Unavailable):
     def __init__(self, url: str, reason: str) -> None:
         self.url, self.reason = url, reason
         super().__init__(f"cannot reach Redis at {url}: {reason}. Run `taskkit dev up` or set TASKKIT_BROKER_URL to a reachable Redis.")
+
+
+class NotReplicated(Unavailable):
+    """A message queued on the primary that fewer than broker.replicas_ack replicas acknowledged in time."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout: float) -> None:
+        self.what, self.acked, self.wanted, self.timeout = what, acked, wanted, timeout
+        super().__init__(
+            f"{what} is queued on the Redis primary, but only {acked} of broker.replicas_ack={wanted} replicas had it "
+            f"within {timeout:g}s: it is lost if the primary fails before they catch up; check the replicas "
+            f"(`redis-cli INFO replication`) or lower broker.replicas_ack"
+        )
 
 
 class NoReply(Unavailable):

@@ -101,7 +101,8 @@ def pings(client: redis.Redis) -> bool:
 class Stack:
     """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers and beats."""
 
-    def __init__(self, port: int, directory: Path, config: str, *, password: str | None = None) -> None:
+    def __init__(self, port: int, directory: Path, config: str, *, password: str | None = None, given: dict[str, str] | None = None) -> None:
+        """given: the TASKKIT_* environment of another Redis (tests/sentinels.py's fleet) instead of a database of `port`."""
         self.db = next(_db_numbers)
         assert self.db < REDIS_DATABASES
         self.url = f"redis://127.0.0.1:{port}/{self.db}"
@@ -109,8 +110,9 @@ class Stack:
         self.config_path = directory / "taskkit.toml"
         self.config_path.write_text(f'imports = ["tests.tasks"]\n{config}')
         # the URL (and a password) come from the environment, as a deploy's env file gives them
-        given = {"TASKKIT_BROKER_URL": self.url, **({"TASKKIT_BROKER_PASSWORD": password} if password else {})}
-        self.env = {**os.environ, "TASKKIT_CONFIG": str(self.config_path), "PYTHONPATH": str(ROOT), **given}
+        given = given or {"TASKKIT_BROKER_URL": self.url, **({"TASKKIT_BROKER_PASSWORD": password} if password else {})}
+        notes = {"TESTS_NOTES_URL": f"redis://127.0.0.1:{port}/0"}  # tests.note's store, apart from the broker
+        self.env = {**os.environ, "TASKKIT_CONFIG": str(self.config_path), "PYTHONPATH": str(ROOT), **notes, **given}
         self.settings = load_settings(self.config_path, env=given)
         self.app = taskkit.create_app(self.settings)
         self.redis = redis.Redis.from_url(self.url, password=password)

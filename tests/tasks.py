@@ -16,7 +16,11 @@ log = logging.getLogger("tests.tasks")
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(current_app.conf.broker_url)
+    """The broker's Redis (a sentinel list's primary, through taskkit's client)."""
+    from taskkit.broker import redis_client
+
+    with redis_client(current_app) as client:
+        return client
 
 
 @shared_task(name="tests.add")
@@ -33,6 +37,12 @@ def record(key: str, tag: Any) -> None:
 def note(key: str, tag: Any) -> None:
     """tests.record into the Redis at $TESTS_NOTES_URL: a store that outlives the broker's restarts."""
     redis.Redis.from_url(os.environ["TESTS_NOTES_URL"]).rpush(key, str(tag))
+
+
+@shared_task(name="tests.mark")
+def mark(key: str, tag: Any) -> None:
+    """tests.note of "TAG TIME": when the run happened, by the worker's clock."""
+    note(key, f"{tag} {time.time()!r}")
 
 
 @shared_task(name="tests.note_after")

@@ -165,3 +165,71 @@ def test_a_database_the_server_lacks_is_one_line(redis_port):
         taskkit.submit("taskkit.ops.health", app=app)
     with pytest.raises(taskkit.BrokerUnavailable, match="DB index is out of range"):
         taskkit.queue_depths(app=app)
+
+
+# ---------------------------------------------------------------- sentinel and TLS: one setting for every client
+
+SENTINELS = "sentinel://taskkit@a:26379/2;sentinel://taskkit@b:26380/2"
+
+
+def test_one_sentinel_setting_configures_broker_results_and_redbeat(tmp_path):
+    from taskkit.app import celery_config
+
+    env = {"TASKKIT_BROKER_PASSWORD": "hunter2", "TASKKIT_SENTINEL_PASSWORD": "sentinel-pw"}
+    s = load(tmp_path, f"[broker]\nurl = '{SENTINELS}'\nmaster_name = 'tk'\ntimeout = 2", env=env)
+    conf = celery_config(s)
+    assert conf["broker_url"] == conf["result_backend"] == "sentinel://taskkit:hunter2@a:26379/2;sentinel://taskkit:hunter2@b:26380/2"
+    wanted = {"master_name": "tk", "sentinel_kwargs": {"password": "sentinel-pw", "socket_connect_timeout": 2.0, "socket_timeout": 2.0}}
+    for options in (conf["broker_transport_options"], conf["result_backend_transport_options"]):
+        assert {k: options[k] for k in wanted} == wanted
+    assert conf["broker_transport_options"]["visibility_timeout"] == s.broker.visibility_timeout  # merged, not replaced
+    assert conf["redbeat_redis_url"] == "redis-sentinel://"  # what redbeat understands (sibson/redbeat#199)
+    assert conf["redbeat_redis_options"] == {
+        "sentinels": [("a", 26379), ("b", 26380)],
+        "service_name": "tk",
+        "username": "taskkit",
+        "password": "hunter2",
+        "db": 2,
+        "socket_timeout": 2.0,
+        "sentinel_kwargs": wanted["sentinel_kwargs"],
+    }
+    shown = str(s.public()) + repr(s)
+    assert "hunter2" not in shown and "sentinel-pw" not in shown
+
+
+def test_tls_settings_reach_every_client(tmp_path):
+    import ssl
+
+    from taskkit.app import celery_config
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("pem")
+    s = load(tmp_path, f"[broker]\nurl = 'rediss://h:6380/0'\ntls_ca_file = '{ca}'")
+    conf = celery_config(s)
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(ca)}
+    assert conf["broker_use_ssl"] == conf["redis_backend_use_ssl"] == conf["redbeat_redis_use_ssl"] == tls
+    s = load(tmp_path, f"[broker]\nurl = '{SENTINELS}'\nmaster_name = 'tk'\ntls = true\ntls_ca_file = '{ca}'")
+    conf = celery_config(s)
+    assert conf["broker_use_ssl"] == tls  # kombu and Celery's backend use SSL connections to the primary
+    assert conf["broker_transport_options"]["sentinel_kwargs"] | tls == conf["broker_transport_options"]["sentinel_kwargs"]
+    assert conf["broker_transport_options"]["sentinel_kwargs"]["ssl"] is True  # and to the sentinels
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        (f"url = '{SENTINELS}'", "broker.master_name", "the name the sentinels know the primary by"),
+        ("url = 'redis://h:6379/0'\nmaster_name = 'tk'", "broker.master_name", "empty unless broker.url is a sentinel list"),
+        ("url = 'redis://a:6379/0;sentinel://b:26379'", "broker.url", "a list of sentinel:// URLs joined by ';'"),
+        (f"url = '{SENTINELS}'\nmaster_name = 'tk'\nresult_url = 'redis://h:6379/1'", "broker.result_url", "the same kind of URL"),
+        ("url = 'redis://h:6379/0'\ntls = true", "broker.tls", "write rediss:// in broker.url"),
+        ("url = 'redis://h:6379/0'\ntls_ca_file = '/etc/ssl/certs/ca-certificates.crt'", "broker.tls_ca_file", "empty unless TLS is on"),
+        ("url = 'rediss://h:6379/0'\ntls_ca_file = '/nonexistent.pem'", "broker.tls_ca_file", "a PEM file this user can read"),
+        ("url = 'rediss://h:6379/0'\ntls_cert_file = '/etc/hostname'", "broker.tls_key_file", "set with the other"),
+        ("replicas_ack = -1", "broker.replicas_ack", "a whole number"),
+    ],
+)
+def test_sentinel_and_tls_mistakes_fail_at_load(tmp_path, text, key, expected):
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, f"[broker]\n{text}")
+    assert exc.value.key == key and expected in str(exc.value), str(exc.value)
