@@ -117,7 +117,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
     }
     _merge(conf, celery_options(s))  # how the broker, the result backend and redbeat reach Redis: a sentinel list, TLS
     if s.broker.replicas_ack:  # taskkit.transport waits for the replicas after each publish
-        conf["broker_transport_options"][REPLICAS] = (s.broker.replicas_ack, s.broker.timeout)
+        conf["broker_transport_options"][REPLICAS] = (s.broker.replicas_ack, s.broker.replicas_timeout)
     if s.eager:
         conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://", result_backend="cache+memory://")
     _merge(conf, s.celery)

@@ -349,7 +349,7 @@ def _publish(app: TaskkitApp, items: list[_Item]) -> None:
     lists: dict[str, list[str]] = {}
     for tag, (template, task_id, args, kwargs, encoded, index) in zip(_uuid4s(len(items)), items, strict=True):
         lists.setdefault(template.key, []).append(template.stamp(task_id, tag, args, kwargs, encoded, now, index))
-    replicas, timeout = app.settings.broker.replicas_ack, app.settings.broker.timeout
+    replicas, timeout = app.settings.broker.replicas_ack, app.settings.broker.replicas_timeout
     with redis_client(app) as client:
         pipe = client.pipeline(transaction=False)  # one connection, so one WAIT covers the whole batch
         for key, blobs in lists.items():

@@ -64,6 +64,7 @@ class BrokerSettings:
     # A submit returns once this many replicas have its message (Redis WAIT, one per publish or
     # bulk batch), so losing the primary right after loses nothing acknowledged. 0: off.
     replicas_ack: int = setting(0, COUNT)
+    replicas_timeout: float = setting(1.0, DURATION)  # seconds a submit waits for them; less than timeout
     # TLS: rediss:// for one Redis; tls = true for a sentinel list (sentinels and Redis both).
     tls: bool = setting(False, BOOL)
     tls_ca_file: str = setting("", STR)  # PEM CA bundle that signed the servers' certificates (empty: the system's)
@@ -465,6 +466,10 @@ def _check_broker(s: Settings) -> None:
             "the name the sentinels know the primary by (SENTINEL MASTERS)" if b.sentinel else "empty unless broker.url is a sentinel list"
         )
         raise refuse("master_name", b.master_name, expected)
+    if b.replicas_ack and not 0 < b.replicas_timeout < b.timeout:
+        raise refuse(
+            "replicas_timeout", b.replicas_timeout, f"more than 0 and less than broker.timeout ({b.timeout:g}s), which cuts the wait"
+        )
     if b.tls and not b.sentinel:
         raise refuse("tls", True, "false unless broker.url is a sentinel list; for one Redis write rediss:// in broker.url")
     files = {k: getattr(b, k) for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(b, k)}

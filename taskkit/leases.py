@@ -43,9 +43,11 @@ SEEN_FOR = 7 * 86400.0  # seconds a gone worker stays in the seen sets (history 
 PRUNE_EVERY = 100  # rounds between removals of gone workers' statuses
 
 
-# Messages BRPOP took from their queue that could not be recorded as unacknowledged (the
-# connection broke between kombu's two commands): (payload, exchange, routing key).
-orphans: list[tuple[dict[str, Any], str, str]] = []
+# Messages this worker took whose unacked entry may not be in Redis: (delivery tag, payload,
+# exchange, routing key). BRPOP took them but recording them failed (the connection broke
+# between kombu's two commands), or the connection went away while they waited to run (Celery
+# then forgets them) and a failover may have lost their entry with the old primary.
+orphans: list[tuple[str, dict[str, Any], str, str]] = []
 
 
 class QoS(kombu_redis.QoS):
@@ -53,7 +55,11 @@ class QoS(kombu_redis.QoS):
 
     - A message BRPOP took but could not record as unacknowledged (kombu's second command
       failed) was dropped for good; it is kept in `orphans`, and the lease thread puts it
-      back at the head of its queue once Redis answers.
+      back at the head of its queue once Redis answers. So is a message that had not started
+      when the connection went (Celery forgets it, and leaves it to its unacked entry): after
+      a Sentinel failover that entry may have died with the old primary, so the lease thread
+      puts back each such message whose entry the new primary lacks (one that has it, its
+      lease gives back).
     - Celery 5.7's consumer, on a lost connection, `collect()`s the connection (which drops
       the transport's client) and then `close()`s it again; a channel left open by the first
       pass then restores its unacked messages through a transport without a client, and
@@ -71,8 +77,7 @@ class QoS(kombu_redis.QoS):
         try:
             super().append(message, delivery_tag)
         except Exception:
-            info = message.delivery_info
-            orphans.append((message._raw, info["exchange"], info["routing_key"]))
+            orphans.append(_orphan(delivery_tag, message))
             raise
 
     def _gone(self) -> bool:
@@ -88,24 +93,40 @@ class QoS(kombu_redis.QoS):
 
     def restore_unacked(self, client: Any = None) -> Any:
         if client is None and self._gone():
+            running = {r.message.delivery_tag for r in list(worker_state.active_requests) if r.message is not None}
+            waiting = [_orphan(tag, m) for tag, m in list(self._delivered.items()) if tag not in running]
+            orphans.extend(waiting)  # a running one acks (or its lease gives it back); a waiting one Celery drops
             log.info("taskkit: %d unacked message(s) left for their leases: the connection is already gone", len(self._delivered))
             self._delivered.clear()
             return None
         return super().restore_unacked(client)
 
 
+def _orphan(tag: str, message: Any) -> tuple[str, dict[str, Any], str, str]:
+    info = message.delivery_info
+    return tag, message._raw, info["exchange"], info["routing_key"]
+
+
 def give_back_orphans(channel: Any) -> int:
-    """Put every kept orphan back at the head of its queue (kombu's routing and priority); returns how many."""
+    """Put every kept orphan whose unacked entry Redis lacks back at the head of its queue (kombu's routing and priority).
+
+    No watch is needed: only this worker ever writes the entry of a message it took. Returns how many went back.
+    """
     if not orphans:
         return 0
     taken = orphans[:]
-    with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-        for message, exchange, routing_key in taken:
-            channel._do_restore_message(message, exchange, routing_key, pipe)
-        pipe.execute()
+    with channel.conn_or_acquire() as client:
+        present = client.hmget(channel.qos.unacked_key, [tag for tag, *_ in taken])
+        lost = [o for o, entry in zip(taken, present, strict=True) if entry is None]
+        if lost:
+            with client.pipeline() as pipe:
+                for _, message, exchange, routing_key in lost:
+                    channel._do_restore_message(message, exchange, routing_key, pipe)
+                pipe.execute()
     del orphans[: len(taken)]
-    log.warning("taskkit: %d message(s) taken from a queue as Redis went away put back in it", len(taken))
-    return len(taken)
+    if lost:
+        log.warning("taskkit: %d message(s) taken from a queue as Redis went away put back in it", len(lost))
+    return len(lost)
 
 
 def seen_read(app: Any) -> Read[dict[str, tuple[float, float]]]:

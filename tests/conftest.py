@@ -101,7 +101,9 @@ def pings(client: redis.Redis) -> bool:
 class Stack:
     """One isolated deployment: a Redis database, a taskkit.toml, an app, its workers and beats."""
 
-    def __init__(self, port: int, directory: Path, config: str, *, password: str | None = None, given: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, directory: Path, config: str, *, password: str | None = None, given: dict[str, str] | None = None
+    ) -> None:
         """given: the TASKKIT_* environment of another Redis (tests/sentinels.py's fleet) instead of a database of `port`."""
         self.db = next(_db_numbers)
         assert self.db < REDIS_DATABASES

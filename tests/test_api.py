@@ -32,7 +32,7 @@ EXPORTED = {
     # errors
     "TaskkitError", "InvalidInput", "NotFound", "Unavailable", "Conflict", "ConfigError", "InvalidArguments", "InvalidOption",
     "ScheduleError", "UnknownTask", "UnknownQueue", "UnknownSchedule", "UnknownRun", "UnknownDeadLetter", "UnknownRunbook", "BrokerUnavailable",
-    "NoReply", "WaitTimeout", "DevStackError", "RunbookFailed", "AlreadyReplayed", "ReplayInProgress",
+    "NoReply", "NotReplicated", "WaitTimeout", "DevStackError", "RunbookFailed", "AlreadyReplayed", "ReplayInProgress",
 }  # fmt: skip
 
 

@@ -227,6 +227,7 @@ def test_tls_settings_reach_every_client(tmp_path):
         ("url = 'rediss://h:6379/0'\ntls_ca_file = '/nonexistent.pem'", "broker.tls_ca_file", "a PEM file this user can read"),
         ("url = 'rediss://h:6379/0'\ntls_cert_file = '/etc/hostname'", "broker.tls_key_file", "set with the other"),
         ("replicas_ack = -1", "broker.replicas_ack", "a whole number"),
+        ("replicas_ack = 1\nreplicas_timeout = 5", "broker.replicas_timeout", "less than broker.timeout (3s)"),
     ],
 )
 def test_sentinel_and_tls_mistakes_fail_at_load(tmp_path, text, key, expected):

@@ -213,7 +213,7 @@ def test_a_message_taken_from_its_queue_but_not_recorded_as_unacked_goes_back(ma
             with pytest.raises(redis.exceptions.NoPermissionError):
                 conn.drain_events(timeout=5)
         assert _sent(stack, "default") == 0 and r.hlen(keys.unacked()) == 0  # without taskkit: gone for good
-        assert [m["headers"]["id"] for m, _, _ in leases.orphans] == [sent.id]
+        assert [m["headers"]["id"] for _, m, _, _ in leases.orphans] == [sent.id]
         with stack.app.connection_for_write() as conn:
             assert leases.give_back_orphans(conn.default_channel) == 1
         back = json.loads(r.lindex(keys.queue("default", 5), -1))  # the head: the next one taken
