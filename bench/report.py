@@ -25,8 +25,14 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- bench:table (python -m bench.report --readme) -->", "<!-- bench:end -->"
 
 # Sizes: as the targets are stated, and --quick for a smoke run.
-FULL = {"throughput": (4000, 5), "bulk": (100_000, 2_000, 3), "history": (1_000_000, 3), "latency": (300, 3), "schedules": (1_000_000,)}
-QUICK = {"throughput": (1000, 3), "bulk": (20_000, 500, 3), "history": (100_000, 2), "latency": (100, 2), "schedules": (50_000,)}
+FULL = {
+    "throughput": (4000, 5), "bulk": (100_000, 2_000, 3), "history": (1_000_000, 3), "latency": (300, 3), "schedules": (1_000_000,),
+    "replicas": (2_000, 50_000, 3),
+}  # fmt: skip
+QUICK = {
+    "throughput": (1000, 3), "bulk": (20_000, 500, 3), "history": (100_000, 2), "latency": (100, 2), "schedules": (50_000,),
+    "replicas": (500, 10_000, 2),
+}  # fmt: skip
 
 
 def row(
@@ -107,8 +113,18 @@ def schedules(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def replicas(loop: int, n: int, rounds: int) -> list[dict[str, Any]]:
+    from bench import replicas
+
+    m = replicas.measure(loop, n, rounds)
+    return [
+        row("submit with replicas_ack = 1 (baseline: 0)", m["submit ack=0"], m["submit ack=1"], "tasks/s", "(reported)", None),
+        row(f"submit_many of {n:,} with replicas_ack = 1 (baseline: 0)", m["bulk ack=0"], m["bulk ack=1"], "tasks/s", "(reported)", None),
+    ]
+
+
 BENCHES: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "throughput": throughput, "bulk": bulk, "history": history, "latency": latency, "schedules": schedules,
+    "throughput": throughput, "bulk": bulk, "history": history, "latency": latency, "schedules": schedules, "replicas": replicas,
 }  # fmt: skip
 
 

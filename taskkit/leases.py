@@ -59,7 +59,7 @@ class QoS(kombu_redis.QoS):
       when the connection went (Celery forgets it, and leaves it to its unacked entry): after
       a Sentinel failover that entry may have died with the old primary, so the lease thread
       puts back each such message whose entry the new primary lacks (one that has it, its
-      lease gives back).
+      lease gives back). A restore through a live connection does the same (restore_by_tag).
     - Celery 5.7's consumer, on a lost connection, `collect()`s the connection (which drops
       the transport's client) and then `close()`s it again; a channel left open by the first
       pass then restores its unacked messages through a transport without a client, and
@@ -90,6 +90,29 @@ class QoS(kombu_redis.QoS):
             raise redis.ConnectionError("the channel's connection is closed")
         with super().pipe_or_acquire(pipe, client) as acquired:
             yield acquired
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's, but a message this channel holds whose entry Redis lacks goes back from memory, not nowhere.
+
+        After a Sentinel failover the new primary may lack the entry of a message taken just
+        before (replication is asynchronous); kombu restored only what the entry held.
+        """
+        held = self._delivered.get(tag)
+
+        def restore_transaction(pipe: Any) -> None:
+            raw = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)
+            if raw:
+                message, exchange, routing_key = json.loads(raw)
+            elif held is not None:
+                _, message, exchange, routing_key = _orphan(tag, held)
+            else:
+                return
+            self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as acquired:
+            acquired.transaction(restore_transaction, self.unacked_key)
 
     def restore_unacked(self, client: Any = None) -> Any:
         if client is None and self._gone():
