@@ -105,6 +105,17 @@ class RedisFleet:
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait()
 
+    def cut_replication(self, replica: int) -> None:
+        """The replica loses its link and cannot get it back (a wrong masterauth): the primary takes writes alone."""
+        self.client(replica).config_set("masterauth", "not-the-password")
+        self.client(self.primary()).client_kill_filter(_type="replica")
+        self.wait(lambda: self.role(replica)["master_link_status"] == "down", 10, "the replication link to drop")
+
+    def settled(self) -> bool:
+        """Every sentinel names the same primary, and none sees it down (clients can find it)."""
+        states = [self.sentinel(p).sentinel_master(MASTER_NAME) for p in self.sentinel_ports]
+        return len({s["port"] for s in states}) == 1 and all(s["flags"] == "master" for s in states)
+
     def restart_as_replica(self, port: int) -> None:
         """Bring a killed part back as a replica of the current primary (as a rebooted host rejoins), once it has synced.
 

@@ -290,3 +290,40 @@ def test_replicas_ack_refuses_a_submit_no_replica_took(tmp_path, redis_port):
                 taskkit.submit("tests.add", args=[5, 6], app=fresh)
         finally:
             stack.stop()
+
+
+@pytest.mark.parametrize("replicas_ack", [0, 1])
+def test_a_primary_lost_right_after_submits_loses_only_unacknowledged_ones_with_replicas_ack(tmp_path, redis_port, replicas_ack):
+    """The replica loses its link, 20 submits, the primary dies, the stale replica is promoted.
+
+    Without replicas_ack all 20 were acknowledged and all 20 are gone; with it none was
+    acknowledged (each refused in one line) and nothing acknowledged is gone.
+    """
+    with RedisFleet(tmp_path / "fleet", password=PASSWORD) as fleet:
+        given = {**fleet.settings_env(), "TASKKIT_BROKER_REPLICAS_ACK": str(replicas_ack), "TASKKIT_BROKER_REPLICAS_TIMEOUT": "0.2"}
+        stack = Stack(redis_port, tmp_path, "", given=given)
+        app = stack.app
+        try:
+            first = taskkit.submit("tests.add", args=[0, 0], app=app)  # taken by the replica too
+            primary, replica = fleet.primary(), fleet.redis_ports[1]
+            fleet.cut_replication(replica)
+            acked, refused = [], 0
+            for i in range(20):
+                try:
+                    acked.append(taskkit.submit("tests.add", args=[i, i], app=app).id)
+                except taskkit.NotReplicated:
+                    refused += 1
+            fleet.kill(primary)
+            fleet.wait(lambda: fleet.primary() == replica and fleet.settled(), 60, "the replica to be promoted")
+            queued = {m.id for m in taskkit.peek("default", count=100, app=app)}
+        finally:
+            stack.stop()
+    assert first.id in queued  # what the replica had survives
+    lost = [i for i in acked if i not in queued]
+    print(
+        f"\nprimary lost after 20 submits it alone had, replicas_ack={replicas_ack}: acked {len(acked)}, refused {refused}, lost {len(lost)}"
+    )
+    if replicas_ack:
+        assert (len(acked), refused, lost) == (0, 20, [])
+    else:
+        assert (len(acked), refused, len(lost)) == (20, 0, 20)
