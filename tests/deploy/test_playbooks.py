@@ -9,11 +9,8 @@ one tears the testbed down). The lint tests need no root and run first.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import re
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -23,44 +20,24 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # testbed.py is a script, not a package
+from fleet import PLAYBOOKS, ROOT, Fleet, changed, needs_tool
 from testbed import Testbed, leftovers, step
 
 pytestmark = pytest.mark.deploy
 
-ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOKS = ROOT / "playbooks"
-BIN = Path(sys.executable).parent  # the venv's ansible-playbook, ansible-vault, taskkit
 GROUPS = {"redis": ["tk1"], "workers": ["tk2", "tk3"], "beat": ["tk3"], "flower": ["tk3"], "monitoring": ["tk3"]}
-RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-TEAM_TASKS = '''
-"""The team's own tasks: installed on the hosts from the wheelhouse, like any task package."""
-
-import socket
-import time
-
-from celery import shared_task
-
-from . import VERSION
-
-
-@shared_task(name="tkteam.where")
-def where() -> dict:
-    return {"host": socket.gethostname(), "version": VERSION}
-
-
-@shared_task(name="tkteam.slow")
-def slow(seconds: float) -> dict:
-    time.sleep(seconds)
-    return {"slept": seconds, "host": socket.gethostname(), "version": VERSION}
-'''
-
-
-def needs_tool(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.skip(f"{name} is not installed in {BIN}; pip install -e '.[test]'")
-    return str(path)
+VARIABLES = textwrap.dedent("""\
+    taskkit_imports: [tkteam.tasks]
+    taskkit_limits: {time_limit: 2m, soft_time_limit: 100s}
+    taskkit_schedules:
+      beacon: {task: taskkit.ops.health, every: 3s}
+    worker_stop_timeout: 180
+    prometheus_scrape_interval: 2s
+    worker_instances:
+      - {name: fast, queues: [critical, high], concurrency: 1, pool: threads}
+      - {name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork,
+         max_tasks_per_child: 500, max_memory_per_child: 300MB}
+    """)
 
 
 # ---------------------------------------------------------------- lint (no hosts)
@@ -110,97 +87,12 @@ def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the fleet
 
 
-class Fleet:
-    """The testbed plus what the test generated: vault, variables, the team's package."""
-
-    def __init__(self, tb: Testbed, tmp: Path) -> None:
-        self.tb, self.tmp = tb, tmp
-        self.playbook_runs = itertools.count()  # numbers the playbook logs
-        self.passwords = {k: secrets.token_hex(16) for k in ("app", "monitor", "flower", "metrics")}
-        self.team = tmp / "tkteam"
-        self.write_team_package("0.1.0")
-        self.vault_password = tmp / "vault-password"
-        self.vault_password.write_text(secrets.token_hex(24) + "\n")
-        self.vault_password.chmod(0o600)
-        self.vault = tmp / "vault.yml"
-        self.vault.write_text(
-            f"vault_redis_app_password: {self.passwords['app']}\n"
-            f"vault_redis_monitor_password: {self.passwords['monitor']}\n"
-            f"vault_flower_password: {self.passwords['flower']}\n"
-            f"vault_metrics_token: {self.passwords['metrics']}\n"
-        )
-        subprocess.run(
-            [str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password), str(self.vault)], check=True
-        )
-        assert self.vault.read_text().startswith("$ANSIBLE_VAULT;")
-        self.vars = tmp / "test-vars.yml"
-        self.vars.write_text(
-            textwrap.dedent(f"""\
-                taskkit_packages: ["{self.team}"]
-                taskkit_imports: [tkteam.tasks]
-                taskkit_wheelhouse_cache: "{tmp / "wheelhouse"}"
-                taskkit_limits: {{time_limit: 2m, soft_time_limit: 100s}}
-                taskkit_schedules:
-                  beacon: {{task: taskkit.ops.health, every: 3s}}
-                worker_stop_timeout: 180
-                prometheus_scrape_interval: 2s
-                worker_instances:
-                  - {{name: fast, queues: [critical, high], concurrency: 1, pool: threads}}
-                  - {{name: bulk, queues: [default, low, reports], concurrency: 2, pool: prefork,
-                     max_tasks_per_child: 500, max_memory_per_child: 300MB}}
-                """)
-        )
-
-    def write_team_package(self, version: str) -> None:
-        pkg = self.team / "tkteam"
-        pkg.mkdir(parents=True, exist_ok=True)
-        (self.team / "pyproject.toml").write_text(
-            f'[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
-            f'[project]\nname = "tkteam"\nversion = "{version}"\ndependencies = ["celery>=5.4"]\n'
-        )
-        (pkg / "__init__.py").write_text(f'VERSION = "{version}"\n')
-        (pkg / "tasks.py").write_text(TEAM_TASKS)
-
-    def playbook(self, name: str, *extra: str, timeout: float = 900) -> tuple[str, dict[str, tuple[int, ...]]]:
-        """Run a playbook inside the lab; return its output and the recap (ok, changed, unreachable, failed)."""
-        argv = [str(BIN / "ansible-playbook"), "-i", str(self.tb.inventory_path), str(PLAYBOOKS / name)]
-        argv += ["-e", f"@{self.vault}", "-e", f"@{self.vars}", "--vault-password-file", str(self.vault_password), *extra]
-        env = {
-            **os.environ,
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_PIPELINING": "1",
-            "ANSIBLE_FORKS": "10",
-            "ANSIBLE_HOME": str(self.tmp / "ansible"),
-            "ANSIBLE_LOCAL_TEMP": str(self.tmp / "ansible/tmp"),
-        }
-        t0 = time.monotonic()
-        p = self.tb.run_in_lab(argv, capture_output=True, env=env, timeout=timeout)
-        seconds = time.monotonic() - t0
-        (self.tmp / f"{name}-{next(self.playbook_runs)}.log").write_text(p.stdout + p.stderr)
-        recap = {m[1]: tuple(int(x) for x in m.groups()[1:]) for m in RECAP.finditer(p.stdout)}
-        assert p.returncode == 0, f"{name} exited {p.returncode} after {seconds:.0f}s:\n{(p.stdout + p.stderr)[-6000:]}"
-        assert recap and set(recap) <= set(self.tb.hosts), recap  # deploy.yml leaves the Redis host alone
-        assert all(r[2] == 0 and r[3] == 0 for r in recap.values()), recap
-        return p.stdout, recap
-
-    def taskkit(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """The controller's `taskkit`, inside the lab, pointed at tk1's Redis with the hosts' config."""
-        env = {
-            **os.environ,
-            "TASKKIT_CONFIG": str(self.tmp / "controller.toml"),
-            "TASKKIT_BROKER_PASSWORD": self.passwords["app"],
-            "PYTHONPATH": str(self.team),
-        }
-        return self.tb.run_in_lab([str(BIN / "taskkit"), *args], capture_output=True, env=env, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def fleet(needs_testbed: None, tmp_path_factory: pytest.TempPathFactory):
     needs_tool("ansible-playbook")
     tmp = tmp_path_factory.mktemp("playbooks")
     with Testbed(hosts=3, groups=GROUPS, name=f"tkp{os.getpid() % 100000}") as tb:
-        yield Fleet(tb, tmp)
+        yield Fleet(tb, tmp, VARIABLES)
 
 
 @pytest.fixture
@@ -208,10 +100,6 @@ def verify_step(fleet: Fleet, request: pytest.FixtureRequest):
     """Each check of the converged fleet is a step of its own, named after its test."""
     with step("verify " + request.node.name.removeprefix("test_").replace("_", " ")):
         yield
-
-
-def changed(recap: dict) -> dict[str, int]:
-    return {h: r[1] for h, r in recap.items()}
 
 
 def test_site_converges(fleet: Fleet) -> None:
