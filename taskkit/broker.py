@@ -65,6 +65,16 @@ def sentinel_addresses(url: str) -> list[tuple[str, int]]:
     return [(p.hostname or "localhost", p.port or 26379) for p in map(urlsplit, url.split(";"))]
 
 
+def primary_login(url: str) -> dict[str, Any]:
+    """username, password and db of a sentinel list's first URL: how to log in to the primary the sentinels name."""
+    first = urlsplit(url.split(";")[0])
+    return {
+        "username": first.username,
+        "password": unquote(first.password) if first.password else None,
+        "db": int(first.path.strip("/") or 0),
+    }
+
+
 def sentinel_kwargs(s: Settings) -> dict[str, Any]:
     """How to talk to the sentinels themselves: their own password (not Redis's), the timeouts, TLS."""
     out: dict[str, Any] = {"socket_connect_timeout": s.broker.timeout, "socket_timeout": s.broker.timeout}
@@ -91,19 +101,17 @@ def celery_options(s: Settings) -> dict[str, Any]:
         "redbeat_redis_options": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
     }
     if s.broker.sentinel:
-        sentinel = {"master_name": s.broker.master_name, "sentinel_kwargs": sentinel_kwargs(s)}
+        to_sentinels = sentinel_kwargs(s)
+        sentinel = {"master_name": s.broker.master_name, "sentinel_kwargs": to_sentinels}
         out["broker_transport_options"] = sentinel
         out["result_backend_transport_options"] = sentinel
-        first = urlsplit(s.broker_url.split(";")[0])
         out["redbeat_redis_url"] = "redis-sentinel://"
         out["redbeat_redis_options"] = {
             "sentinels": sentinel_addresses(s.broker_url),
             "service_name": s.broker.master_name,
-            "username": first.username,
-            "password": unquote(first.password) if first.password else None,
-            "db": int(first.path.strip("/") or 0),
+            **primary_login(s.broker_url),
             "socket_timeout": timeout,
-            "sentinel_kwargs": sentinel_kwargs(s),
+            "sentinel_kwargs": to_sentinels,
         }
     if tls:
         out.update(broker_use_ssl=tls, redis_backend_use_ssl=tls, redbeat_redis_use_ssl=tls)
@@ -119,17 +127,9 @@ def _new_client(app: Celery) -> Any:
         if settings is not None and (tls := tls_options(settings.broker)):
             options.update(tls)
         return redis.Redis.from_url(url, **options)
-    first = urlsplit(url.split(";")[0])
     if tls := tls_options(settings.broker):
         options.update(ssl=True, **tls)
-    sentinel = Sentinel(
-        sentinel_addresses(url),
-        sentinel_kwargs=sentinel_kwargs(settings),
-        username=first.username,
-        password=unquote(first.password) if first.password else None,
-        db=int(first.path.strip("/") or 0),
-        **options,
-    )
+    sentinel = Sentinel(sentinel_addresses(url), sentinel_kwargs=sentinel_kwargs(settings), **primary_login(url), **options)
     # a connection asks the sentinels for the primary each time it connects, so after a failover the next command finds the new one
     return sentinel.master_for(settings.broker.master_name)
 
