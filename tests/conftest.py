@@ -47,6 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def taskkit_cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    """The `taskkit` command as its own process, with `env` as its only TASKKIT_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKKIT_")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "taskkit"), *argv], env={**clean, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def wait_until(probe: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,11 +13,8 @@ CI runs a few failovers; `--long-faults` runs the 10 the issue asks for.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,7 +26,7 @@ import pytest
 import redis
 
 import taskkit
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack, taskkit_cli
 from tests.sentinels import RedisFleet
 
 PASSWORD, SENTINEL_PASSWORD = "fleet-secret", "sentinel-secret"
@@ -211,14 +208,6 @@ def fleet(tmp_path_factory):
         yield f
 
 
-def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKKIT_")}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "taskkit"), *argv], env={**clean, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
 def test_every_taskkit_client_finds_the_primary_through_the_sentinels(fleet, tmp_path, redis_port):
     stack = Stack(redis_port, tmp_path, "", given=fleet.settings_env())
     try:
@@ -228,7 +217,7 @@ def test_every_taskkit_client_finds_the_primary_through_the_sentinels(fleet, tmp
         taskkit.add_schedule("ha-every", "tests.add", args=[1, 1], every=60, app=stack.app)  # redbeat's client
         assert "ha-every" in {s.name for s in taskkit.list_schedules(app=stack.app)}
         assert "default" in taskkit.queue_depths(app=stack.app)
-        shown = cli({**stack.env, "TASKKIT_CONFIG": str(stack.config_path)}, "config", "show")
+        shown = taskkit_cli({**stack.env, "TASKKIT_CONFIG": str(stack.config_path)}, "config", "show")
         assert shown.returncode == 0 and PASSWORD not in shown.stdout and SENTINEL_PASSWORD not in shown.stdout
         assert "sentinel://:***@127.0.0.1" in shown.stdout
     finally:
@@ -255,7 +244,7 @@ def test_sentinel_mistakes_fail_in_one_line_before_anything_is_queued(fleet, tmp
     config = tmp_path / "taskkit.toml"
     config.write_text('imports = ["tests.tasks"]\n')
     before = fleet.client(fleet.primary()).dbsize()
-    out = cli({**env, "TASKKIT_CONFIG": str(config)}, "submit", "tests.add", "--args", "[1, 2]")
+    out = taskkit_cli({**env, "TASKKIT_CONFIG": str(config)}, "submit", "tests.add", "--args", "[1, 2]")
     lines = out.stderr.strip().splitlines()
     assert out.returncode != 0 and len(lines) == 1 and says in lines[0], out.stderr
     assert PASSWORD not in out.stderr and SENTINEL_PASSWORD not in out.stderr

@@ -21,7 +21,7 @@ import redis
 import taskkit
 from taskkit.config import load_settings
 
-from .conftest import ROOT, Stack, free_port, wait_until
+from .conftest import ROOT, Stack, free_port, taskkit_cli, wait_until
 from .sentinels import RedisFleet, make_tls, tls_redis
 
 BIN = Path(sys.executable).parent
@@ -151,21 +151,12 @@ def test_tls_mistakes_fail_in_one_line_before_anything_is_queued(tls, tls_port, 
         else:
             env[name] = value.format(port=tls_port)
     before = _waiting(tls, tls_port)
-    out = subprocess.run(
-        [str(BIN / "taskkit"), "submit", "tests.add", "--args", "[1, 2]"],
-        env={**_base_env(), **env, "TASKKIT_CONFIG": str(_config(tmp_path))}, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = taskkit_cli({**env, "TASKKIT_CONFIG": str(_config(tmp_path))}, "submit", "tests.add", "--args", "[1, 2]")
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], out.stderr
     assert "Traceback" not in out.stderr
     assert _waiting(tls, tls_port) == before  # nothing queued
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("TASKKIT_")} | {"PYTHONPATH": str(ROOT)}
 
 
 def _config(tmp_path: Path) -> Path:
