@@ -173,6 +173,9 @@ class Stack:
             return subprocess.Popen(argv, env=self.env, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
+        # results still referenced in cycles unsubscribe now, while this stack's Redis is up: collected
+        # later (after a fleet is gone) each retries its dead Redis and stalls whichever test runs then
+        gc.collect()
         procs = [*self.beats, *self.workers]  # beats first: nothing new is sent while workers stop
         for proc in procs:
             if proc.poll() is None:
